@@ -1,0 +1,49 @@
+"""Gradient attacks (one shared loop), losses, ensembles and the attack registry.
+
+Example:
+    >>> import torch
+    >>> from advlab.attacks import create_attack, list_attacks
+    >>> "mifgsm" in list_attacks()
+    True
+    >>> atk = create_attack("pgd", eps=0.3, steps=5, restarts=2)
+    >>> atk.restarts
+    2
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from advlab.attacks.base import Attack, AttackResult, model_mode
+from advlab.attacks.ensemble import Ensemble, Fusion
+from advlab.attacks.losses import Goal, cross_entropy, cw_margin, get_loss
+from advlab.attacks.presets import BIM, FGM, FGSM, IFGSM, MIFGM, MIFGSM, NIFGSM, PGD
+
+__all__ = [
+    "Attack", "AttackResult", "model_mode", "Ensemble", "Fusion", "Goal", "cross_entropy",
+    "cw_margin", "get_loss", "FGSM", "FGM", "IFGSM", "BIM", "PGD", "MIFGSM", "MIFGM", "NIFGSM",
+    "ATTACKS", "create_attack", "list_attacks",
+]
+
+#: name -> attack class (the registry of gradient attacks).
+ATTACKS: dict[str, type[Attack]] = {
+    cls.name: cls for cls in (FGSM, IFGSM, PGD, MIFGSM, NIFGSM)
+}
+ATTACKS["bim"] = IFGSM
+
+
+def list_attacks() -> list[str]:
+    """Names accepted by :func:`create_attack`."""
+    return sorted(ATTACKS)
+
+
+def create_attack(name: str, **kwargs: Any) -> Attack:
+    """Build a registered attack by name, e.g. ``create_attack("mifgsm", eps=16/255)``."""
+    key = name.lower().replace("-", "").replace("_", "")
+    if key not in ATTACKS:
+        raise ValueError(f"unknown attack {name!r}; expected one of {list_attacks()}")
+    cls = ATTACKS[key]
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise TypeError(f"bad arguments for attack {name!r}: {e}") from None
