@@ -237,9 +237,10 @@ class Attack:
                 generator.manual_seed(self.seed)
 
         with model_mode(model, self.model_mode):
+            self._probe(model, x, checks)
             best: AttackResult | None = None
             for _ in range(self.restarts):
-                res = self._run_once(model, x, labels, goal, generator, record, checks)
+                res = self._run_once(model, x, labels, goal, generator, record)
                 if self.restarts == 1:
                     return res
                 res = self._final_eval(model, res, labels)
@@ -283,13 +284,14 @@ class Attack:
         scores = model(x)
         return loss_fn(scores, labels), scores
 
-    def _validate_scores(self, scores: torch.Tensor, x: torch.Tensor,
-                         checks: dict[str, torch.Tensor]) -> None:
-        if not isinstance(scores, torch.Tensor) or scores.ndim != 2 \
-                or scores.shape[0] != x.shape[0]:
+    @torch.no_grad()
+    def _probe(self, model: nn.Module, x: torch.Tensor, checks: dict[str, torch.Tensor]) -> None:
+        """Check the model's output and the labels on one example before the real work."""
+        scores = model(x[:1])
+        if not isinstance(scores, torch.Tensor) or scores.ndim != 2 or scores.shape[0] != 1:
             shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores)
-            raise ValueError(f"model output must be logits of shape [N, C] = [{x.shape[0]}, C], "
-                             f"got {shape}")
+            raise ValueError(f"model output must be logits of shape [N, C]; for a batch of 1 "
+                             f"expected [1, C], got {shape}")
         for name, lab in checks.items():
             _check_labels_range(name, lab, scores.shape[1])
         with torch.no_grad():
@@ -301,16 +303,14 @@ class Attack:
                     "attacks expect logits — return logits or the loss gradient will be "
                     "weak/vanishing", UserWarning, stacklevel=4)
 
-    def _gradient(self, model: nn.Module, x_in: torch.Tensor, labels: torch.Tensor,
-                  checks: dict[str, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _gradient(self, model: nn.Module, x_in: torch.Tensor,
+                  labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         grad = None
         loss_sum = None
-        for k in range(self.eot_samples):
+        for _ in range(self.eot_samples):
             xi = x_in.detach().requires_grad_(True)
             with torch.enable_grad():
                 loss, scores = self._loss_and_scores(model, xi, labels)
-                if checks is not None and k == 0:
-                    self._validate_scores(scores, x_in, checks)
                 (g,) = torch.autograd.grad(loss.sum(), xi)
             grad = g if grad is None else grad + g
             loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
@@ -320,8 +320,7 @@ class Attack:
         return grad, loss_sum
 
     def _run_once(self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor, goal: Goal,
-                  generator: torch.Generator, record: bool,
-                  checks: dict[str, torch.Tensor]) -> AttackResult:
+                  generator: torch.Generator, record: bool) -> AttackResult:
         tm = self.threat
         nd = x.ndim
         alpha = self.step_size(x).reshape(-1, *([1] * (nd - 1)))
@@ -333,9 +332,9 @@ class Attack:
         g = torch.zeros_like(x)
         updates: list[torch.Tensor] = []
         loss = None
-        for t in range(self.steps):
+        for _ in range(self.steps):
             x_look = x_adv + (s * self.decay) * alpha * g if self.nesterov else x_adv
-            grad, loss = self._gradient(model, x_look, labels, checks if t == 0 else None)
+            grad, loss = self._gradient(model, x_look, labels)
             g = self.decay * g + _l1_normalise(grad)
             x_new = tm.project(x_adv + s * alpha * tm.step_direction(g), x)
             if record:
