@@ -1,0 +1,7 @@
+"""``python -m advlab`` (also what ``torchrun -m advlab`` runs)."""
+
+import sys
+
+from advlab.cli import main
+
+sys.exit(main())

@@ -1,0 +1,133 @@
+"""Checkpoints: a safetensors weights file plus a JSON card, written atomically.
+
+A checkpoint is a directory::
+
+    CKPT/model.safetensors   the model's state_dict (tensors only, no pickle)
+    CKPT/card.json           model name and kwargs, training config, data checksum,
+                             seed, metrics, advlab version, sha256 of the weights file
+
+Loading rebuilds the model from the registry with the card's name and kwargs, then loads
+the tensors; nothing is ever unpickled, so a crafted pickle is refused rather than run.
+
+Example:
+    >>> import tempfile
+    >>> from advlab.models import create
+    >>> from advlab.checkpoint import save_checkpoint, load_checkpoint
+    >>> d = tempfile.mkdtemp()
+    >>> _ = save_checkpoint(d, create("mnist-mlp"), "mnist-mlp", {}, {"epochs": 0})
+    >>> model, card = load_checkpoint(d)
+    >>> card["model"]
+    'mnist-mlp'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import advlab
+from advlab.report.io import atomic_write_bytes, atomic_write_json
+
+__all__ = ["save_checkpoint", "load_checkpoint", "read_card", "CheckpointError",
+           "state_to_bytes", "bytes_to_state"]
+
+WEIGHTS = "model.safetensors"
+CARD = "card.json"
+
+
+class CheckpointError(ValueError):
+    """The path is not a valid advlab checkpoint."""
+
+
+def state_to_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+                   ) -> bytes:
+    from safetensors.torch import save
+
+    clean = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    return save(clean, metadata=metadata)
+
+
+def bytes_to_state(data: bytes, where: str) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    try:
+        return load(data)
+    except (SafetensorError, Exception) as e:  # noqa: BLE001 - any parse failure is a refusal
+        raise CheckpointError(f"{where} is not a valid safetensors file ({e}); advlab never "
+                              f"unpickles checkpoints") from None
+
+
+def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, name: str,
+                    model_kwargs: dict[str, Any], card_extra: dict[str, Any]) -> Path:
+    """Write ``model``'s weights and its card into directory ``path`` (atomically)."""
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    data = state_to_bytes(dict(model.state_dict()))
+    atomic_write_bytes(out / WEIGHTS, data)
+    card = {
+        "format": "advlab-checkpoint/1",
+        "advlab_version": advlab.__version__,
+        "model": name,
+        "model_kwargs": model_kwargs,
+        "weights": WEIGHTS,
+        "weights_sha256": hashlib.sha256(data).hexdigest(),
+        **card_extra,
+    }
+    atomic_write_json(out / CARD, card)
+    return out
+
+
+def _resolve(path: str | os.PathLike[str]) -> Path:
+    p = Path(path)
+    if p.is_dir():
+        return p
+    if p.is_file() and p.name in (CARD, WEIGHTS):
+        return p.parent
+    if p.is_file():
+        raise CheckpointError(
+            f"{p} is a file, not an advlab checkpoint: expected a directory holding {CARD} and "
+            f"{WEIGHTS} (pickled .pt/.pth files are refused: they can run arbitrary code)")
+    raise CheckpointError(f"checkpoint {p} does not exist")
+
+
+def read_card(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The JSON card of a checkpoint directory."""
+    d = _resolve(path)
+    card_path = d / CARD
+    if not card_path.is_file():
+        raise CheckpointError(f"{d} is not an advlab checkpoint: {CARD} is missing")
+    try:
+        card = json.loads(card_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{card_path} is not valid JSON: {e}") from None
+    if not isinstance(card, dict) or "model" not in card:
+        raise CheckpointError(f"{card_path} has no 'model' entry; not an advlab card")
+    return card
+
+
+def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "cpu",
+                    ) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model of a checkpoint from its card and load its weights (eval mode)."""
+    from advlab.models import create
+
+    d = _resolve(path)
+    card = read_card(d)
+    wpath = d / card.get("weights", WEIGHTS)
+    if not wpath.is_file():
+        raise CheckpointError(f"{d} is not an advlab checkpoint: {wpath.name} is missing")
+    data = wpath.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if card.get("weights_sha256") and card["weights_sha256"] != digest:
+        raise CheckpointError(f"{wpath} does not match its card: sha256 {digest}, card says "
+                              f"{card['weights_sha256']}")
+    state = bytes_to_state(data, str(wpath))
+    model = create(card["model"], **card.get("model_kwargs", {}))
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval(), card

@@ -1,0 +1,294 @@
+"""The ``advlab`` command line: a thin layer over the Python API.
+
+    advlab list                                  models and attacks
+    advlab train mnist-cnn --quick               train a zoo model on MNIST
+    advlab finetune runs/mnist-cnn --attack fgsm --eps 0.35 --lr 1e-4
+    advlab attack runs/mnist-cnn --attack mifgsm --eps 0.3 --n 1000
+    advlab reproduce vonenet-fgsm --quick        the VOneNet-FGSM report, end to end
+    advlab audit runs/vone-mnist-cnn --eps 0.35  trustworthy-evaluation checklist
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main", "build_parser", "attack_from_args"]
+
+log = logging.getLogger("advlab")
+
+
+# -- shared option groups ----------------------------------------------------------------
+def _kv(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    k, v = text.split("=", 1)
+    try:
+        val = json.loads(v)
+    except json.JSONDecodeError:
+        val = v
+    return k, val
+
+
+def _add_attack_options(p: argparse.ArgumentParser, default_attack: str = "fgsm",
+                        default_eps: float | None = 0.35) -> None:
+    g = p.add_argument_group("attack")
+    g.add_argument("--attack", default=default_attack,
+                   help="attack name: fgsm, ifgsm (bim), pgd, mifgsm, nifgsm "
+                        f"(default {default_attack})")
+    g.add_argument("--eps", type=float, default=default_eps,
+                   help=f"perturbation budget in [0,1] pixel units (default {default_eps})")
+    g.add_argument("--norm", default="linf", choices=["linf", "l2", "l1"])
+    g.add_argument("--steps", type=int, default=None, help="iterations T (attack default)")
+    g.add_argument("--alpha", type=float, default=None, help="step size (default eps/T)")
+    g.add_argument("--decay", type=float, default=None, help="momentum mu (MI-FGSM: 1.0)")
+    g.add_argument("--restarts", type=int, default=1, help="random restarts (PGD)")
+    g.add_argument("--loss", default="ce", choices=["ce", "cw"])
+    g.add_argument("--eot", type=int, default=1, help="EOT gradient samples per step")
+    g.add_argument("--no-clip", action="store_true",
+                   help="do not clip to [0,1] (only to reproduce flawed evaluations)")
+    g.add_argument("--attack-seed", type=int, default=0, help="seed of random starts")
+
+
+def attack_from_args(args: argparse.Namespace):
+    """Build the :class:`~advlab.attacks.Attack` that the attack options describe."""
+    from advlab.attacks import create_attack
+
+    kw: dict[str, Any] = {"eps": args.eps, "norm": args.norm, "restarts": args.restarts,
+                          "loss": args.loss, "eot_samples": args.eot, "clip": not args.no_clip,
+                          "seed": args.attack_seed}
+    if args.steps is not None:
+        kw["steps"] = args.steps
+    if args.alpha is not None:
+        kw["alpha"] = args.alpha
+    if args.decay is not None:
+        kw["decay"] = args.decay
+    return create_attack(args.attack, **kw)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    p.add_argument("--data-root", default=None, help="folder with the MNIST IDX files "
+                   "(default: $ADVLAB_DATA, then the copy bundled with advlab)")
+    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("-v", "--verbose", action="store_true", help="log more")
+
+
+def _load_model(spec: str, device: str, model_args: list[tuple[str, Any]] | None = None):
+    """A checkpoint directory, or a registry name (freshly created, untrained)."""
+    from advlab.checkpoint import load_checkpoint
+    from advlab.models import create, list_models
+
+    if Path(spec).exists():
+        model, card = load_checkpoint(spec, device)
+        return model, card["model"], card
+    if spec in list_models():
+        log.warning("%s is a registry name: attacking a freshly created, UNTRAINED model", spec)
+        import torch
+
+        torch.manual_seed(0)
+        return create(spec, **dict(model_args or [])).to(device).eval(), spec, None
+    raise SystemExit(f"error: {spec!r} is neither a checkpoint directory nor a model name "
+                     f"({', '.join(list_models())})")
+
+
+# -- commands ------------------------------------------------------------------------------
+def cmd_list(args: argparse.Namespace) -> int:
+    from advlab.attacks import list_attacks
+    from advlab.models import list_models, model_info
+
+    print("models:")
+    for name in list_models():
+        print(f"  {name:22s} {model_info(name).description}")
+    print("attacks:", ", ".join(list_attacks()))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from advlab.train import QUICK, TrainConfig, fit
+
+    kw: dict[str, Any] = {}
+    if args.quick:
+        kw.update(QUICK)
+    for k in ("epochs", "batch_size", "lr", "train_size", "test_size"):
+        v = getattr(args, k)
+        if v is not None:
+            kw[k] = v
+    cfg = TrainConfig(args.model, model_kwargs=dict(args.model_arg or []), seed=args.seed,
+                      device=args.device, data_root=args.data_root, **kw)
+    out = Path(args.out) if args.out else Path("runs") / args.model
+    t0 = time.perf_counter()
+
+    def show(row: dict[str, Any]) -> None:
+        print(f"epoch {row['epoch']:3d}  loss {row['train_loss']:.4f}  train "
+              f"{100 * row['train_acc']:.2f}%  test {100 * row['test_acc']:.2f}%  "
+              f"{row['seconds']:.1f}s  {row['images_per_s']:.0f} img/s", flush=True)
+
+    res = fit(cfg, out, resume=args.resume, progress=not args.no_progress, on_epoch=show)
+    print(f"checkpoint: {res.checkpoint}  (test accuracy "
+          f"{100 * res.metrics[-1]['test_acc']:.2f}%, {time.perf_counter() - t0:.1f}s)")
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from advlab.train import FinetuneConfig, finetune_adversarial
+
+    atk = attack_from_args(args)
+    kw: dict[str, Any] = {}
+    if args.quick:
+        kw.update({"epochs": 3, "train_size": 5000, "test_size": 1000})
+    for k in ("epochs", "batch_size", "lr", "train_size", "test_size"):
+        v = getattr(args, k)
+        if v is not None:
+            kw[k] = v
+    cfg = FinetuneConfig(seed=args.seed, device=args.device, data_root=args.data_root, **kw)
+    out = Path(args.out) if args.out else Path(str(Path(args.checkpoint)) + f"-ft-{atk.name}")
+    res = finetune_adversarial(args.checkpoint, atk, cfg, out, progress=not args.no_progress)
+    for r in res.metrics:
+        print(f"epoch {r['epoch']:3d}  clean {100 * r['clean_acc']:.2f}%  "
+              f"{atk.name} {100 * r['adv_acc']:.2f}%")
+    print(f"curves: {out / 'curves.csv'}, {out / 'curves.png'}; checkpoint: {out}")
+    return 0
+
+
+def cmd_attack(args: argparse.Namespace) -> int:
+
+    from advlab.checkpoint import state_to_bytes
+    from advlab.evaluate import evaluate_attack, predict, random_targets
+    from advlab.report.figures import image_grid
+    from advlab.report.io import atomic_write_bytes, atomic_write_json
+    from advlab.train import load_split
+
+    atk = attack_from_args(args)
+    model, name, _ = _load_model(args.model, args.device, args.model_arg)
+    x, y = load_split("test", args.n, args.data_root, args.device)
+    targets = random_targets(args.seed) if args.targeted else None
+    res = evaluate_attack(model, atk, (x, y), targets=targets, batch_size=args.batch_size,
+                          keep_per_example=True, progress=not args.no_progress)
+    print(f"model {name}  attack {atk.name} ({atk.norm.value}, eps={args.eps})  n={res.n}")
+    print(f"clean accuracy       {100 * res.clean_accuracy:6.2f} %")
+    print(f"adversarial accuracy {100 * res.robust_accuracy:6.2f} %")
+    print(f"success rate         {100 * res.success_rate:6.2f} % (all), "
+          f"{100 * res.success_rate_on_correct:6.2f} % (of correctly classified)")
+    print(f"perturbation {atk.norm.value} norm: mean {res.mean_norm:.4f}, max {res.max_norm:.4f}")
+    out = Path(args.out) if args.out else Path("runs") / f"attack-{name}-{atk.name}"
+    out.mkdir(parents=True, exist_ok=True)
+    k = min(args.grid, x.shape[0])
+    xs, ys = x[:k], y[:k]
+    tg = res.per_example.target[:k].to(x.device) if res.per_example.target is not None else None
+    xa = atk(model, xs, ys, target=tg)
+    atomic_write_bytes(out / "adversarial.safetensors",
+                       state_to_bytes({"x": xs, "x_adv": xa, "y": ys}))
+    image_grid(xs.cpu(), xa.cpu(), out / "grid.png", orig_labels=predict(model, xs).cpu(),
+               adv_labels=predict(model, xa).cpu(), true_labels=ys.cpu(),
+               title=f"{name}: {atk.name} eps={args.eps}")
+    atomic_write_json(out / "result.json", {**res.as_dict(), "model": name,
+                                            "attack_config": _attack_json(atk)})
+    print(f"saved {out / 'adversarial.safetensors'}, {out / 'grid.png'}, {out / 'result.json'}")
+    return 0
+
+
+def _attack_json(atk) -> dict[str, Any]:
+    d = {f.name: getattr(atk, f.name) for f in dataclasses.fields(atk)}
+    d["norm"] = atk.norm.value
+    d["name"] = atk.name
+    return {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in d.items()}
+
+
+# -- parser --------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from advlab import __version__
+
+    ap = argparse.ArgumentParser(prog="advlab", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--version", action="version", version=f"advlab {__version__}")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("list", help="list the registered models and attacks")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("train", help="train a zoo model on MNIST",
+                       description="Train a registry model on MNIST (report defaults: Adam, "
+                                   "lr 1e-3, 10 epochs, batch 64) and write a checkpoint.")
+    p.add_argument("model", help="registry name, e.g. mnist-cnn or vone-mnist-cnn")
+    p.add_argument("--quick", action="store_true", help="smoke profile: 10k images, 2 epochs")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--train-size", type=int, default=None, help="first N training images")
+    p.add_argument("--test-size", type=int, default=None, help="first N test images")
+    p.add_argument("--model-arg", type=_kv, action="append", metavar="KEY=VALUE",
+                   help="model keyword argument (repeatable), e.g. preset=report")
+    p.add_argument("--out", default=None, help="checkpoint directory (default runs/MODEL)")
+    p.add_argument("--resume", action="store_true", help="continue a killed run")
+    _add_common(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("finetune", help="adversarial fine-tuning of a checkpoint",
+                       description="Fine-tune on adversarial examples regenerated each epoch "
+                                   "against the current model (the VOneNet-FGSM report's "
+                                   "protocol); writes curves.csv and curves.png.")
+    p.add_argument("checkpoint")
+    p.add_argument("--quick", action="store_true", help="5k images, 3 epochs, 1k test")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-4)")
+    p.add_argument("--train-size", type=int, default=None)
+    p.add_argument("--test-size", type=int, default=None)
+    p.add_argument("--out", default=None)
+    _add_attack_options(p)
+    _add_common(p)
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("attack", help="attack a checkpoint or a registry model on MNIST",
+                       description="Attack on the MNIST test set: prints clean/adversarial "
+                                   "accuracy, success rate and norms; saves the adversarial "
+                                   "examples and a PNG grid.")
+    p.add_argument("model", help="checkpoint directory or registry name")
+    p.add_argument("--n", type=int, default=1000, help="first N test images (default 1000)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--targeted", action="store_true", help="random wrong-class targets")
+    p.add_argument("--grid", type=int, default=10, help="images in the PNG grid")
+    p.add_argument("--model-arg", type=_kv, action="append", metavar="KEY=VALUE")
+    p.add_argument("--out", default=None, help="output directory")
+    _add_attack_options(p, default_attack="fgsm", default_eps=0.35)
+    _add_common(p)
+    p.set_defaults(func=cmd_attack)
+
+    _add_extra_commands(sub)
+    return ap
+
+
+def _add_extra_commands(sub: Any) -> None:
+    """Commands that live in other modules (reproduce, audit, evaluate)."""
+    try:
+        from advlab.experiments import cli as exp_cli
+    except ImportError:
+        return
+    exp_cli.add_commands(sub, _add_attack_options, _add_common)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else
+                        logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "command", None):
+        ap.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
