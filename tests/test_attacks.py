@@ -7,23 +7,28 @@ import copy
 import pytest
 import torch
 
-from advlab.attacks import ATTACKS, IFGSM, MIFGSM, PGD, create_attack
+from advlab.attacks import ATTACKS, GRADIENT_ATTACKS, IFGSM, MIFGSM, PGD, create_attack
 from advlab.threat import Norm, per_example_norm
 from conftest import TinyCNN, blobs
 
 NORMS = [Norm.LINF, Norm.L2, Norm.L1]
 EPS = {Norm.LINF: 0.1, Norm.L2: 0.8, Norm.L1: 4.0}
-NAMES = sorted(set(ATTACKS) - {"bim"})
+NAMES = sorted(set(GRADIENT_ATTACKS) - {"bim"})
+# every registered attack joins the bounds / side-effect tests, with the norms it supports
+ALL = [(n, norm) for n in sorted(set(ATTACKS) - {"bim"}) for norm in NORMS
+       if not (n == "square" and norm is Norm.L1)]
 
 
 def make(name: str, norm: Norm, **kw):
-    kw.setdefault("steps", 1 if name == "fgsm" else 5)
+    if name in GRADIENT_ATTACKS:
+        kw.setdefault("steps", 1 if name == "fgsm" else 5)
+    elif name == "square":
+        kw.setdefault("n_queries", 30)
     return create_attack(name, eps=EPS[norm], norm=norm, **kw)
 
 
 @pytest.mark.parametrize("targeted", [False, True])
-@pytest.mark.parametrize("norm", NORMS, ids=lambda n: n.value)
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name, norm", ALL, ids=lambda v: getattr(v, "value", v))
 def test_bounds_and_no_side_effects(name, norm, targeted, trained_cnn, data):
     x, y = data
     model = copy.deepcopy(trained_cnn)

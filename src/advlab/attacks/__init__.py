@@ -17,19 +17,26 @@ from typing import Any
 from advlab.attacks.base import Attack, AttackResult, model_mode
 from advlab.attacks.ensemble import Ensemble, Fusion
 from advlab.attacks.losses import Goal, cross_entropy, cw_margin, get_loss
+from advlab.attacks.noise import RandomSignNoise
 from advlab.attacks.presets import BIM, FGM, FGSM, IFGSM, MIFGM, MIFGSM, NIFGSM, PGD
+from advlab.attacks.square import SquareAttack
 
 __all__ = [
     "Attack", "AttackResult", "model_mode", "Ensemble", "Fusion", "Goal", "cross_entropy",
     "cw_margin", "get_loss", "FGSM", "FGM", "IFGSM", "BIM", "PGD", "MIFGSM", "MIFGM", "NIFGSM",
-    "ATTACKS", "create_attack", "list_attacks",
+    "ATTACKS", "GRADIENT_ATTACKS", "create_attack", "list_attacks", "SquareAttack",
+    "RandomSignNoise",
 ]
 
-#: name -> attack class (the registry of gradient attacks).
-ATTACKS: dict[str, type[Attack]] = {
+#: name -> gradient attack class (all built on the one loop of ``base.py``).
+GRADIENT_ATTACKS: dict[str, type[Attack]] = {
     cls.name: cls for cls in (FGSM, IFGSM, PGD, MIFGSM, NIFGSM)
 }
-ATTACKS["bim"] = IFGSM
+GRADIENT_ATTACKS["bim"] = IFGSM
+
+#: name -> every attack class: the gradient attacks plus the gradient-free checks.
+ATTACKS: dict[str, type] = {**GRADIENT_ATTACKS, "square": SquareAttack,
+                            "randomnoise": RandomSignNoise}
 
 
 def list_attacks() -> list[str]:
@@ -37,7 +44,7 @@ def list_attacks() -> list[str]:
     return sorted(ATTACKS)
 
 
-def create_attack(name: str, **kwargs: Any) -> Attack:
+def create_attack(name: str, **kwargs: Any) -> Any:
     """Build a registered attack by name, e.g. ``create_attack("mifgsm", eps=16/255)``."""
     key = name.lower().replace("-", "").replace("_", "")
     if key not in ATTACKS:

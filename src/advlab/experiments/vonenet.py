@@ -245,24 +245,37 @@ class _FixedNoise(nn.Module):
 def sound_evaluation(cfg: VoneNetConfig, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                      plain: nn.Module | None, cache: TensorCache, key: dict[str, Any],
                      ) -> dict[str, Any]:
-    """Per-attack and worst-case accuracy over noise draws (mean and std, %)."""
-    per_attack: dict[str, dict[str, Any]] = {}
-    correct: dict[str, torch.Tensor] = {}
-    seed = cfg.seed + 1000
-    clean = _correct_over_draws(model, x, y, cfg.noise_draws, seed)
+    """Per-attack and per-example worst-case accuracy over noise draws (mean and std, %).
+
+    Uses :func:`advlab.audit.worst_case_accuracy`; the adversarial examples of each attack
+    are cached, and the model's noise is reseeded after each attack so that a resumed run
+    sees the same evaluation draws as an uninterrupted one.
+    """
+    from advlab.audit import worst_case_accuracy
+
+    notes: dict[str, str] = {}
+    runners: dict[str, Any] = {}
     for name, (atk, src, note) in sound_attacks(cfg, model, plain).items():
-        _reseed(model, cfg.seed + 7)
-        xa = cache.get_or_compute("sound-adv", {**key, "attack": name, "cfg": jsonable(atk)},
-                                  lambda a=atk, s=src: {"x_adv": _craft(a, s, x, y)})["x_adv"]
-        c = _correct_over_draws(model, xa.to(x.device), y, cfg.noise_draws, seed)
-        correct[name] = c
-        m, s = _mean_std(c)
-        per_attack[name] = {"acc_mean": m, "acc_std": s, "note": note}
-    worst = torch.stack(list(correct.values())).all(dim=0) & clean
-    wm, ws = _mean_std(worst)
-    cm, cs = _mean_std(clean)
-    return {"clean_mean": cm, "clean_std": cs, "worst_mean": wm, "worst_std": ws,
-            "attacks": per_attack, "n": int(x.shape[0]), "draws": cfg.noise_draws}
+        notes[name] = note
+
+        def run(_m, xb, yb, atk=atk, src=src, name=name):
+            _reseed(model, cfg.seed + 7)
+            out = cache.get_or_compute(
+                "sound-adv", {**key, "attack": name, "cfg": jsonable(atk), "n": len(xb)},
+                lambda: {"x_adv": _craft(atk, src, xb, yb)})["x_adv"].to(xb.device)
+            _reseed(model, cfg.seed + 1000)
+            return out
+
+        runners[name] = run
+    _reseed(model, cfg.seed + 1000)
+    r = worst_case_accuracy(model, x, y, runners, eval_draws=2 * cfg.noise_draws,
+                            batch_size=max(1, x.shape[0]))
+    per_attack = {name: {"acc_mean": 100 * r.per_attack[name],
+                         "acc_std": 100 * r.per_attack_std[name], "note": notes[name]}
+                  for name in runners}
+    return {"clean_mean": 100 * r.per_attack["clean"], "clean_std": 100 * r.per_attack_std["clean"],
+            "worst_mean": 100 * r.accuracy, "worst_std": 100 * r.accuracy_std,
+            "attacks": per_attack, "n": r.n, "draws": r.draws, "randomized": r.randomized}
 
 
 def eps_sweep(cfg: VoneNetConfig, model: nn.Module, x: torch.Tensor, y: torch.Tensor,

@@ -1,0 +1,64 @@
+"""Model zoo: the student report's four MNIST models and their VOneNet versions.
+
+Registered names: ``mnist-alexnet``, ``mnist-convnet``, ``mnist-cnn``, ``mnist-mlp`` and
+``vone-mnist-alexnet``, ``vone-mnist-convnet``, ``vone-mnist-cnn``, ``vone-mnist-mlp``
+(VOneBlock of Dapello et al., NeurIPS 2020, in front of each). All take ``[N, 1, 28, 28]``
+pixels in [0, 1] and return logits.
+
+Example:
+    >>> import torch
+    >>> from advlab.models import create, list_models, model_info
+    >>> len(list_models()) >= 8
+    True
+    >>> model_info("vone-mnist-cnn").randomized
+    True
+    >>> create("mnist-cnn")(torch.rand(1, 1, 28, 28)).shape
+    torch.Size([1, 10])
+"""
+
+from advlab.models.mnist import MNISTMLP, MNISTAlexNet, MNISTBasicCNN, MNISTConvNet
+from advlab.models.registry import (
+    ModelInfo,
+    create,
+    is_randomized,
+    list_models,
+    model_info,
+    register,
+    unregister,
+)
+from advlab.models.vone import (
+    PRESETS,
+    GaborParams,
+    VOneBlock,
+    VOneConfig,
+    VOneNet,
+    fraction_above_nyquist,
+    gabor_bank_stats,
+    gabor_kernels,
+    sample_gabor_params,
+    vone,
+)
+
+__all__ = [
+    "MNISTMLP",
+    "PRESETS",
+    "GaborParams",
+    "MNISTAlexNet",
+    "MNISTBasicCNN",
+    "MNISTConvNet",
+    "ModelInfo",
+    "VOneBlock",
+    "VOneConfig",
+    "VOneNet",
+    "create",
+    "fraction_above_nyquist",
+    "gabor_bank_stats",
+    "gabor_kernels",
+    "is_randomized",
+    "list_models",
+    "model_info",
+    "register",
+    "sample_gabor_params",
+    "unregister",
+    "vone",
+]
