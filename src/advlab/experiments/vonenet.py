@@ -532,7 +532,10 @@ def _sound_cfg(cfg: VoneNetConfig) -> dict[str, Any]:
 
 
 def _audit_kwargs(cfg: VoneNetConfig) -> dict[str, Any]:
-    return {"eot_samples": cfg.eot_samples, "seed": cfg.seed, "quick": cfg.profile == "quick"}
+    return {"eot_samples": cfg.eot_samples, "seed": cfg.seed, "quick": cfg.profile == "quick",
+            "steps": cfg.pgd_steps, "restarts": cfg.pgd_restarts,
+            "n_queries": cfg.square_queries, "eval_draws": 2 * cfg.noise_draws,
+            "unbounded_steps": max(20, 2 * cfg.pgd_steps)}
 
 
 def _pretty(obj: Any) -> str:

@@ -62,7 +62,7 @@ __all__ = [
     "gabor_bank_stats",
     "gabor_kernels",
     "sample_gabor_params",
-    "vone",
+    "vonenet",
 ]
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,7 @@ NYQUIST = 0.5  # cycles per pixel
 FFT_MIN_KSIZE = 9
 
 _COMPLEX_EPS = 1e-8
+_ZERO_TOL_ULPS = 4.0
 
 
 def _cdf(counts) -> np.ndarray:
@@ -486,7 +487,7 @@ class _FFTCorrelation(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, spectrum, pr, ps, stride, kernel_l1):  # noqa: D102
+    def forward(ctx, x, spectrum, pr, ps, stride):  # noqa: D102
         height, width = x.shape[-2:]
         xf = _fft_image(x.transpose(-1, -2), pr, ps)
         if xf.shape[1] == 1:
@@ -495,18 +496,13 @@ class _FFTCorrelation(torch.autograd.Function):
             prod = torch.einsum("ncvu,fcvu->nfvu", xf, spectrum)
         ctx.save_for_backward(spectrum)
         ctx.geometry = (pr, ps, stride, height, width)
-        out = _ifft_image(prod, ps, width, height, stride)
-        # Where the direct convolution is exactly 0 (a kernel over blank background) the FFT
-        # leaves rounding noise; snap values below a bound on that noise to 0 so that ReLU
-        # masks, hence gradients, agree with the direct path.
-        bound = kernel_l1 * float(x.abs().max()) * 64 * torch.finfo(out.dtype).eps
-        return out.masked_fill_(out.abs() <= bound, 0.0)
+        return _ifft_image(prod, ps, width, height, stride)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):  # noqa: D102
         if not ctx.needs_input_grad[0]:
-            return None, None, None, None, None, None
+            return None, None, None, None, None
         (spectrum,) = ctx.saved_tensors
         pr, ps, stride, height, width = ctx.geometry
         if stride > 1:
@@ -518,7 +514,7 @@ class _FFTCorrelation(torch.autograd.Function):
             acc = torch.einsum("nfvu,fvu->nvu", gf, spectrum[:, 0].conj()).unsqueeze(1)
         else:
             acc = torch.einsum("nfvu,fcvu->ncvu", gf, spectrum.conj())
-        return _ifft_image(acc, ps, width, height, 1), None, None, None, None, None
+        return _ifft_image(acc, ps, width, height, 1), None, None, None, None
 
 
 class _V1Response(torch.autograd.Function):
@@ -532,13 +528,16 @@ class _V1Response(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q, noise, n_simple, k_exc, mode, scale, level):  # noqa: D102
+    def forward(ctx, q, noise, zero_tol, n_simple, k_exc, mode, scale, level):  # noqa: D102
         n_total = q.shape[1]
         n_complex = (n_total - n_simple) // 2
         n_v1 = n_simple + n_complex
         q0s, q0c, q1c = q[:, :n_simple], q[:, n_simple:n_v1], q[:, n_v1:]
         v = q.new_empty((q.shape[0], n_v1, *q.shape[2:]))
-        pos = q0s >= 0  # ReLU'(0) := 1, a valid subgradient: blank input keeps a gradient
+        # Responses within the rounding-noise floor count as 0 for the derivatives, and
+        # ReLU'(0) := 1 (a valid subgradient): the two convolution paths then give the same
+        # gradients, and a blank image still has a useful one.
+        pos = q0s >= -zero_tol
         torch.mul(q0s.clamp(min=0), k_exc, out=v[:, :n_simple])
         energy = q0c * q0c
         energy.addcmul_(q1c, q1c).add_(_COMPLEX_EPS).sqrt_()
@@ -566,8 +565,9 @@ class _V1Response(torch.autograd.Function):
             jac = torch.empty_like(q)
             js, jc = jac[:, :n_simple], jac[:, n_simple:n_v1]
             torch.mul(pos, k_exc, out=js)
-            torch.div(q0c, energy, out=jc).mul_(gain_c)
-            torch.div(q1c, energy, out=jac[:, n_v1:]).mul_(gain_c)
+            torch.div(q0c, energy, out=jc).mul_(gain_c).masked_fill_(q0c.abs() <= zero_tol, 0)
+            jq1 = jac[:, n_v1:]
+            torch.div(q1c, energy, out=jq1).mul_(gain_c).masked_fill_(q1c.abs() <= zero_tol, 0)
             if slope is not None:
                 js.mul_(slope[:, :n_simple])
                 jc.mul_(slope[:, n_simple:])
@@ -585,7 +585,7 @@ class _V1Response(torch.autograd.Function):
         torch.mul(grad[:, :n_simple], jac[:, :n_simple], out=grad_q[:, :n_simple])
         torch.mul(grad[:, n_simple:], jac[:, n_simple:n_v1], out=grad_q[:, n_simple:n_v1])
         torch.mul(grad[:, n_simple:], jac[:, n_v1:], out=grad_q[:, n_v1:])
-        return grad_q, None, None, None, None, None, None
+        return grad_q, None, None, None, None, None, None, None
 
 
 
@@ -671,7 +671,7 @@ class VOneBlock(nn.Module):
         )
         self._generators: dict[str, torch.Generator] = {}
         self._fixed_noise_seed: int | None = None
-        self._spectrum_cache: dict[tuple, tuple[torch.Tensor, int, int, float]] = {}
+        self._spectrum_cache: dict[tuple, tuple[torch.Tensor, int, int]] = {}
         #: Images per internal chunk (None: as many as keep one chunk's Gabor maps under
         #: ``chunk_bytes``). Small chunks avoid page-faulting huge temporaries on a CPU; the
         #: result does not depend on it, except for which noise value lands where.
@@ -766,7 +766,7 @@ class VOneBlock(nn.Module):
         w = self.gabor_weight[..., half - hh : half + hh + 1, half - hw : half + hw + 1]
         return w, hh, hw
 
-    def _spectrum(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int, float]:
+    def _spectrum(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
         """Conjugate kernel spectra for :meth:`_conv_fft`, cached (one entry) per input setup.
 
         The FFT runs on the transposed image (rows = the input's columns), so the kernels are
@@ -791,17 +791,16 @@ class VOneBlock(nn.Module):
             spectrum = torch.fft.rfft2(padded).conj().transpose(-1, -2)
             dtype = torch.promote_types(x.dtype, torch.complex64)
             spectrum = spectrum.to(dtype).contiguous()
-            kernel_l1 = float(kernel.abs().sum(dim=(1, 2, 3)).max())
         self._spectrum_cache.clear()  # keep one entry: the bank is large
-        entry = (spectrum, pr, ps, kernel_l1)
+        entry = (spectrum, pr, ps)
         self._spectrum_cache[key] = entry
         return entry
 
     def _conv_fft(self, x: torch.Tensor) -> torch.Tensor:
         """Same result as :meth:`_conv_direct`, by FFT with zero padding (see
         :class:`_FFTCorrelation`)."""
-        spectrum, pr, ps, kernel_l1 = self._spectrum(x)
-        return _FFTCorrelation.apply(x, spectrum, pr, ps, self.config.stride, kernel_l1)
+        spectrum, pr, ps = self._spectrum(x)
+        return _FFTCorrelation.apply(x, spectrum, pr, ps, self.config.stride)
 
     def _conv_direct(self, x: torch.Tensor) -> torch.Tensor:
         weight, hh, hw = self._cropped_weight(*x.shape[-2:])
@@ -835,6 +834,11 @@ class VOneBlock(nn.Module):
         mode = c.noise_mode if noisy else "none"
         gen = self._generator(x.device) if mode != "none" else None
         use_fft = self._use_fft()
+        with torch.no_grad():
+            # Rounding-noise floor of a response: a few ulps of its Cauchy-Schwarz bound.
+            kernel_norm = self.gabor_weight.flatten(1).norm(dim=1).max().to(x.dtype)
+            zero_tol = x.detach().flatten(1).norm(dim=1).mul_(kernel_norm)
+            zero_tol = zero_tol.mul_(_ZERO_TOL_ULPS * torch.finfo(x.dtype).eps)[:, None, None, None]
         outputs = []
         step = self._chunk_size(x)
         for start in range(0, x.shape[0], step):
@@ -845,7 +849,14 @@ class VOneBlock(nn.Module):
                 shape = (q.shape[0], c.v1_channels, *q.shape[2:])
                 noise = torch.randn(shape, generator=gen, device=q.device, dtype=q.dtype)
             v = _V1Response.apply(
-                q, noise, c.simple_channels, c.k_exc, mode, c.noise_scale, c.noise_level
+                q,
+                noise,
+                zero_tol[start : start + step],
+                c.simple_channels,
+                c.k_exc,
+                mode,
+                c.noise_scale,
+                c.noise_level,
             )
             if project and self.bottleneck is not None:
                 # The 1x1 convolution as one batched matrix product (faster on a CPU than
@@ -875,7 +886,7 @@ class VOneNet(nn.Module):
 
     Example:
         >>> import torch
-        >>> net = vone("mnist-cnn", preset="sound", noise_mode="none")
+        >>> net = vonenet("mnist-cnn", preset="sound", noise_mode="none")
         >>> net(torch.rand(2, 1, 28, 28)).shape
         torch.Size([2, 10])
     """
@@ -922,7 +933,7 @@ _BACKBONES: dict[str, type[nn.Module]] = {
 }
 
 
-def vone(
+def vonenet(
     backbone: str | nn.Module,
     *,
     preset: str | VOneConfig = "sound",
@@ -939,7 +950,7 @@ def vone(
         **overrides: any :class:`VOneConfig` field.
 
     Example:
-        >>> vone("mnist-mlp", preset="report").backbone.fc1.in_features   # 32 * 28 * 28
+        >>> vonenet("mnist-mlp", preset="report").backbone.fc1.in_features   # 32 * 28 * 28
         25088
     """
     block = VOneBlock(preset, **overrides)
@@ -977,7 +988,7 @@ def _config_from_arguments(args: dict[str, Any]) -> VOneConfig:
 def _register_vone(name: str, backbone: str, label: str) -> None:
     def factory(*, preset: str = "sound", num_classes: int = 10, **overrides: Any) -> VOneNet:
         given = {k: v for k, v in overrides.items() if v is not None}
-        return vone(backbone, preset=preset, num_classes=num_classes, **given)
+        return vonenet(backbone, preset=preset, num_classes=num_classes, **given)
 
     params = [
         inspect.Parameter("preset", inspect.Parameter.KEYWORD_ONLY, default="sound"),
