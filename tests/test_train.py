@@ -163,3 +163,13 @@ def test_cli_errors_are_clear(capsys):
     with pytest.raises(SystemExit):
         cli.main(["attack", "--help"])
     assert "--eps" in capsys.readouterr().out
+
+
+def test_quick_training_of_the_zoo_cnn_reaches_97_percent(tmp_path, capsys):
+    """The README's quick profile: `advlab train mnist-cnn --quick` (20k images, 2 epochs)."""
+    assert cli.main(["train", "mnist-cnn", "--quick", "--out", str(tmp_path / "q"),
+                     "--no-progress"]) == 0
+    _, card = load_checkpoint(tmp_path / "q")
+    assert card["train_config"]["train_size"] == 20000 and card["epochs_completed"] == 2
+    assert card["metrics"][-1]["test_acc"] >= 0.97, card["metrics"]
+    assert "test 9" in capsys.readouterr().out

@@ -218,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a registry model on MNIST (report defaults: Adam, "
                                    "lr 1e-3, 10 epochs, batch 64) and write a checkpoint.")
     p.add_argument("model", help="registry name, e.g. mnist-cnn or vone-mnist-cnn")
-    p.add_argument("--quick", action="store_true", help="smoke profile: 10k images, 2 epochs")
+    p.add_argument("--quick", action="store_true", help="smoke profile: 20k images, 2 epochs")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)

@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 RESUME = "resume.safetensors"
 
 #: The ``--quick`` profile: a subset of the data and fewer epochs, for smoke runs.
-QUICK: dict[str, Any] = {"epochs": 2, "train_size": 10000, "test_size": 2000}
+QUICK: dict[str, Any] = {"epochs": 2, "train_size": 20000, "test_size": None}
 
 
 def _check_positive_int(name: str, value: Any, allow_none: bool = False) -> None:
