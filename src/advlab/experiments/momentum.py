@@ -48,6 +48,13 @@ and the defended models are mnist-mlps (an AlexNet gradient costs about 45x a Ba
 image). The report states the measured time and the full profile's projected time (from
 its FLOP count at the rate measured in the run).
 
+Measured on the shared 2-core CPU this was written on: ``--quick`` takes 2 min 22 s from
+scratch with one torch thread (load average ~3; 2.95 TFLOP counted, 165 attack work units,
+7 models trained) and 17 s when repeated (0 attack calls); with two threads on the busy
+machine the same run took 7.5 min (OpenMP threads spin against each other: ``threads``).
+``--full`` counts 1.18 PFLOP (0.70 of it training, mostly mnist-alexnet's 10 epochs on 60k
+images; 1330 attack work units): about 14 h at the 23 GFLOP/s measured in the quick run.
+
 Example:
     >>> from advlab.experiments.momentum import MomentumConfig
     >>> cfg = MomentumConfig.preset("quick")
@@ -581,6 +588,11 @@ def _chunks_of(unit: _Unit, size: int) -> list[tuple[int, int]]:
 # -- models ----------------------------------------------------------------------------------
 @dataclass
 class _Member:
+    """A model of the run. ``key`` identifies it in every cache key: the sha256 of its
+    weights once they exist (training is deterministic only for a fixed thread count, so a
+    retrained model may differ and must not reuse the old predictions), a provisional
+    ``untrained:...`` key before that."""
+
     spec: ModelSpec
     key: str
     flops: float
@@ -589,6 +601,7 @@ class _Member:
     module: nn.Module | None = None
     card: dict[str, Any] = field(default_factory=dict)
     train_cfg: Any = None
+    config_key: str = ""
 
     @property
     def label(self) -> str:
@@ -666,21 +679,23 @@ def _build_members(cfg: MomentumConfig, cache_dir: Path) -> dict[str, _Member]:
             tc = tcs[s.role]
             fl = _forward_flops(lambda a=s.arch: create(a), (1, 28, 28))
             n = tc.train_size or 60000
+            ck = config_hash(tc.identity(), tc.epochs)
             members[s.role] = _Member(
-                s, key=f"mnist:{s.arch}:{config_hash(tc.identity(), tc.epochs)}", flops=fl,
+                s, key=f"untrained:{s.role}:{ck}", flops=fl,
                 train_cost=tc.epochs * n * (3 * fl + _OVERHEAD),
-                checkpoint=_normal_checkpoint(tc, cache_dir), train_cfg=tc)
+                checkpoint=_normal_checkpoint(tc, cache_dir), train_cfg=tc, config_key=ck)
         for s in cfg.adversarial:
             fl = _forward_flops(lambda a=s.arch: create(a), (1, 28, 28))
-            ident = {"arch": s.arch, "static": [members[r].key for r in s.static],
+            ident = {"arch": s.arch, "static": [members[r].config_key for r in s.static],
                      "eps": float(cfg.advtrain_eps or cfg.eps), "epochs": cfg.advtrain_epochs,
                      "train_size": cfg.advtrain_size, "test_size": cfg.train_test_size,
                      "schedule": cfg.advtrain_schedule, "seed": cfg.seed + s.seed,
                      "recipe": "advtrain-defaults-v1"}
             src = [fl] + [members[r].flops for r in s.static]
             n = cfg.advtrain_size or 60000
+            ck = config_hash(ident)
             members[s.role] = _Member(
-                s, key=f"mnist-advtrain:{s.arch}:{config_hash(ident)}", flops=fl,
+                s, key=f"untrained:{s.role}:{ck}", flops=fl, config_key=ck,
                 train_cost=cfg.advtrain_epochs * n * (
                     3 * fl + 0.5 * 2 * sum(src) / len(src) + 2 * _OVERHEAD))
     else:
@@ -699,12 +714,21 @@ def _load_imagenet_members(cfg: MomentumConfig, members: dict[str, _Member]) -> 
         torch.manual_seed(cfg.seed + m.spec.seed)
         module = create_timm(m.spec.arch, pretrained=cfg.pretrained)
         m.module = module.to(cfg.device).eval().requires_grad_(False)
+        m.key = f"timm:{m.spec.arch}:{_weights_hash(m.module)}"
         shape = tuple(module.input_size)
         from torch.utils.flop_counter import FlopCounterMode
 
         with torch.no_grad(), FlopCounterMode(display=False) as fc:
             m.module(torch.zeros(1, *shape, device=cfg.device))
         m.flops = float(fc.get_total_flops())
+
+
+def _weights_hash(module: nn.Module) -> str:
+    h = hashlib.sha256()
+    for k, v in module.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:24]
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -886,6 +910,21 @@ class _Runner:
             units.append((f"adv-train {m.label}", m.train_cost, cached, run))
         return units
 
+    def refresh_keys(self) -> None:
+        """MNIST members: key = hash of the trained weights (from the checkpoint card) when
+        the checkpoint is complete, else a provisional key that matches no cache entry."""
+        from advlab.checkpoint import read_card
+
+        if self.cfg.suite != "mnist":
+            return
+        for m in self.members.values():
+            epochs = self.cfg.advtrain_epochs if m.spec.adversarial else m.train_cfg.epochs
+            if _complete(m.checkpoint, epochs):
+                sha = read_card(m.checkpoint)["weights_sha256"]
+                m.key = f"mnist:{m.spec.arch}:{sha[:24]}"
+            else:
+                m.key = f"untrained:{m.spec.role}:{m.config_key}"
+
     def _adv_path(self, ac: Any) -> Path:
         # the directory advlab.advtrain.ensure_advtrained uses for this config
         return self.cache_dir / "checkpoints" / \
@@ -1007,7 +1046,9 @@ class _Runner:
         cfg = self.cfg
         plan = _plan(cfg)
         train = self.train_units()
-        # attack chunks need the members' keys only (not their weights): plan them all now
+        # plan every work unit now, for the costs and what is cached: members that are not
+        # trained yet have provisional keys, so nothing that depends on them counts as cached
+        self.refresh_keys()
         per_unit, chunks = self.make_chunks(plan)
         n_clean = sorted({(c.start, c.stop) for c in chunks})
         clean_cost = {se: 0.0 if _cache_file(self.cache, "clean",
@@ -1032,6 +1073,9 @@ class _Runner:
                     self.computed_flops += cost
                     self.compute_seconds += time.perf_counter() - t0
                 bar.step(0 if cached else cost)
+            # the real cache keys: the hashes of the weights just trained or loaded
+            self.refresh_keys()
+            per_unit, real_chunks = self.make_chunks(plan)
             self.clean: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
             for se in n_clean:
                 bar.start(f"clean predictions [{se[0]}:{se[1]}]")
@@ -1039,14 +1083,14 @@ class _Runner:
                 bar.step(clean_cost[se])
             self.preds: dict[tuple, dict[str, torch.Tensor]] = {}
             labels = {r: self.members[r].label for r in self.roles}
-            for ch in chunks:
+            for planned, ch in zip(chunks, real_chunks, strict=True):
                 bar.start(ch.label(labels))
                 t0 = time.perf_counter()
                 self.preds[ch.ident] = self.run_chunk(ch)
-                if ch.cost:
-                    self.computed_flops += ch.cost
+                if planned.cost:
+                    self.computed_flops += planned.cost
                     self.compute_seconds += time.perf_counter() - t0
-                bar.step(ch.cost)
+                bar.step(planned.cost)
         finally:
             bar.close()
         results = self.aggregate(plan, per_unit)

@@ -1,0 +1,311 @@
+"""The momentum-paper reproduction (advlab.experiments.momentum) on a tiny configuration:
+every table and figure, the cache (a second run recomputes nothing), a killed run that
+resumes to identical tables, the claim checks, the config and the command-line options."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from advlab.experiments import momentum as mm
+from advlab.experiments.momentum import (
+    ADV_ROLES,
+    ROLES,
+    ModelSpec,
+    MomentumConfig,
+    add_arguments,
+    config_from_args,
+    paper_claims,
+    run_momentum,
+    specs_from_names,
+)
+from advlab.models import list_models, register, unregister
+
+TINY = "test-momentum-tiny-mlp"
+TABLES = ["models", "table1", "table1_on_correct", "table2", "table2_on_correct", "table3",
+          "table3_on_correct", "paper_table1", "paper_table2", "paper_table3", "eps_sweep",
+          "fig_decay", "fig_iterations", "fig_cosine"]
+FIGURES = ["decay.png", "iterations.png", "eps.png", "cosine.png", "examples.png"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tiny_model():
+    """A 784-32-10 MLP in the registry: trains in a blink, attacks in milliseconds."""
+    if TINY not in list_models():
+        @register(TINY, input_shape=(1, 28, 28), num_classes=10,
+                  description="tiny MLP for the momentum tests")
+        def _tiny() -> nn.Module:
+            return nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 10))
+    yield
+    unregister(TINY)
+
+
+def tiny_cfg(**kw) -> MomentumConfig:
+    normal = tuple(ModelSpec(r, TINY, seed=i) for i, r in enumerate(ROLES))
+    adv = (ModelSpec("Inc-v3ens3", TINY, seed=10, adversarial=True,
+                     static=("Inc-v4", "IncRes-v2")),
+           ModelSpec("Inc-v3ens4", TINY, seed=11, adversarial=True,
+                     static=("Inc-v3", "Inc-v4", "IncRes-v2")),
+           ModelSpec("IncRes-v2ens", TINY, seed=12, adversarial=True,
+                     static=("Inc-v3", "Inc-v4")))
+    base = dict(normal=normal, adversarial=adv, eps=0.2, steps=3, ensemble_steps=4,
+                n_images=40, ensemble_images=20, figure_images=20, chunk_size=20,
+                mu_grid=(0.0, 1.0, 2.0), iter_grid=(1, 2, 4), eps_grid=(0.1, 0.3),
+                train_epochs=1, train_size=256, advtrain_epochs=1, advtrain_size=256,
+                train_test_size=100, batch_size=256)
+    base.update(kw)
+    return MomentumConfig(**base)
+
+
+def table_jsons(out: Path) -> dict[str, dict]:
+    return {n: json.loads((out / "tables" / f"{n}.json").read_text()) for n in TABLES}
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("momentum")
+    res = run_momentum(tiny_cfg(), root / "out", cache_dir=root / "cache", progress=False,
+                       threads=1)
+    return root, res
+
+
+def test_every_table_and_figure_is_produced(first_run):
+    root, res = first_run
+    out = root / "out"
+    for name in ("report.md", "report.html", "config.json", "results.json"):
+        assert (out / name).is_file(), name
+    for n in TABLES:
+        assert (out / "tables" / f"{n}.csv").is_file() and (out / "tables" / f"{n}.json").is_file()
+    for f in FIGURES:
+        assert (out / "figures" / f).stat().st_size > 1000, f
+    t = table_jsons(out)
+    # Table 1: 4 sources x 3 attacks, 7 targets, white-box marks exactly on the diagonal
+    t1 = t["table1"]
+    assert len(t1["rows"]) == 12 and len(t1["columns"]) == 2 + 7
+    for i, (row, marks) in enumerate(zip(t1["rows"], t1["marks"])):
+        assert row[1] == mm.ATTACKS[i % 3]
+        assert [j for j, m in enumerate(marks) if m == "*"] == [2 + i // 3]
+        assert all(0 <= v <= 100 for v in row[2:])
+    # Table 2: 4 held-out models x 3 fusions; the ensemble columns are white-box
+    t2 = t["table2"]
+    assert len(t2["rows"]) == 12
+    assert [r[1] for r in t2["rows"][:3]] == ["Logits", "Predictions", "Loss"]
+    assert all(m[2] == m[4] == m[6] == "*" for m in t2["marks"])
+    # Table 3: 3 held-out defended models x 3 attacks
+    assert len(t["table3"]["rows"]) == 9
+    assert [r[0] for r in t["table3"]["rows"][::3]] == [f"-{TINY} ({r})" for r in ADV_ROLES]
+    # the paper's numbers sit next to ours
+    assert t["paper_table1"]["rows"][2][2:] == [100.0, 48.8, 48.0, 35.6, 15.1, 15.2, 7.8]
+    md = (out / "report.md").read_text()
+    for title in ("Table 1 (ours", "Table 1 (paper)", "Table 2 (paper)", "Table 3 (paper)",
+                  "Eps sweep", "Which of the paper's claims held"):
+        assert title in md
+    assert md.count("HELD") + md.count("DID NOT HOLD") >= 8
+    # the returned dict carries the numbers, the claims and the counts
+    assert res["attack_calls"] == res["planned"]["attack_units"] > 0
+    assert res["trainings"] == 7
+    assert {c["name"] for c in res["claims"]} >= {"mi_transfers", "adv_harder", "logits_fusion",
+                                                  "ens_vs_adv", "decay_peak", "iterations",
+                                                  "cosine"}
+    assert set(res["table1"]["Inc-v3|MI-FGSM"]) == set(ROLES + ADV_ROLES)
+    o = res["table1"]["Inc-v3|FGSM"]["Inc-v4"]
+    assert o["n"] == 40 and 0 <= o["n_correct"] <= 40
+    assert len(res["cosine"]["MI-FGSM"]) == 2  # T = 3: two pairs of successive steps
+    # shared units: T = 1 is FGSM for both attacks, mu = 1 is the MI-FGSM of the T sweep
+    assert res["iterations"]["I-FGSM|1"] == res["iterations"]["MI-FGSM|1"] == \
+        res["eps_sweep"]["FGSM|0.2"]
+    assert res["decay"]["1"] == res["eps_sweep"]["MI-FGSM|0.2"]
+    assert res["decay"]["0"] == res["eps_sweep"]["I-FGSM|0.2"]
+
+
+def test_second_run_recomputes_nothing(first_run):
+    root, res = first_run
+    again = run_momentum(tiny_cfg(), root / "out2", cache_dir=root / "cache", progress=False,
+                         threads=1)
+    assert again["attack_calls"] == 0 and again["trainings"] == 0
+    assert again["planned"]["attack_units_cached"] == again["planned"]["attack_units"]
+    assert table_jsons(root / "out2") == table_jsons(root / "out")
+
+
+def test_killed_run_resumes_with_identical_tables(first_run, tmp_path):
+    root, res = first_run
+    cache = tmp_path / "cache"
+    # reuse the trained models; the adversarial examples start from nothing
+    shutil.copytree(root / "cache" / "checkpoints", cache / "checkpoints")
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_5(n: int) -> None:
+        if n == 5:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_momentum(tiny_cfg(), tmp_path / "out", cache_dir=cache, progress=False,
+                     on_attack=kill_after_5, threads=1)
+    assert not (tmp_path / "out" / "report.md").exists()
+    resumed = run_momentum(tiny_cfg(), tmp_path / "out", cache_dir=cache, progress=False,
+                           threads=1)
+    assert resumed["trainings"] == 0
+    assert resumed["attack_calls"] == res["attack_calls"] - 5
+    assert table_jsons(tmp_path / "out") == table_jsons(root / "out")
+
+
+def test_changed_weights_invalidate_only_what_depends_on_them(first_run, tmp_path):
+    """Cache keys hold the weights' hash, not the training config: a model retrained to
+    other weights (e.g. with another thread count) must not reuse stale results."""
+    from advlab.checkpoint import load_checkpoint, save_checkpoint
+
+    root, res = first_run
+    cache = tmp_path / "cache"
+    shutil.copytree(root / "cache", cache)
+    ck = cache / "checkpoints" / Path(res["models"]["Res-152"]["checkpoint"]).name
+    model, card = load_checkpoint(ck)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(0)))
+    keep = {k: v for k, v in card.items() if k not in ("format", "advlab_version", "model",
+                                                        "model_kwargs", "weights",
+                                                        "weights_sha256")}
+    save_checkpoint(ck, model, card["model"], card["model_kwargs"], keep)
+    again = run_momentum(tiny_cfg(), tmp_path / "out", cache_dir=cache, progress=False,
+                         threads=1)
+    assert again["trainings"] == 0  # Res-152 is no static model of the defended ones
+    # regenerated: Res-152 as a source (3 attacks x 2 chunks), the Table-2 ensembles that
+    # contain it (3 held-out models x 3 fusions x 3 attacks) and every Table-3 ensemble (9)
+    assert again["attack_calls"] == 6 + 27 + 9
+    assert again["models"]["Res-152"]["key"] != res["models"]["Res-152"]["key"]
+    assert again["models"]["Inc-v3"]["key"] == res["models"]["Inc-v3"]["key"]
+
+
+def test_pred_labels_and_eps_change_the_cache_key(first_run, tmp_path):
+    root, _ = first_run
+    cache = tmp_path / "cache"
+    shutil.copytree(root / "cache" / "checkpoints", cache / "checkpoints")
+    small = dict(mu_grid=(1.0,), iter_grid=(3,), eps_grid=(0.2,), n_images=20)
+    a = run_momentum(tiny_cfg(labels="pred", **small), tmp_path / "a", cache_dir=cache,
+                     progress=False, threads=1)
+    assert a["attack_calls"] == a["planned"]["attack_units"] > 0
+    assert "clean prediction" in (tmp_path / "a" / "report.md").read_text()
+
+
+def test_claim_criteria_hold_on_the_papers_own_numbers():
+    got = {c.name: c.held for c in paper_claims()}
+    assert got == {"mi_transfers": True, "adv_harder": True, "logits_fusion": True,
+                   "ensemble_mi": True, "ens_vs_adv": True}
+
+
+def test_claims_follow_the_numbers():
+    t1 = {(s, a): {t: 50.0 for t in ROLES + ADV_ROLES} for s in ROLES for a in mm.ATTACKS}
+    for s in ROLES:
+        t1[(s, "MI-FGSM")] = {t: 100.0 if t == s else 60.0 for t in ROLES + ADV_ROLES}
+    c = {x.name: x for x in mm.claim_table1(t1, ROLES, ADV_ROLES)}
+    assert c["mi_transfers"].held is True
+    assert c["adv_harder"].held is False  # defended targets are not harder here
+    assert mm.claim_decay({0.0: 10.0, 1.0: 30.0, 2.0: 20.0}).held is True
+    assert mm.claim_decay({0.0: 30.0, 1.0: 20.0, 2.0: 10.0}).held is False
+    assert mm.claim_iterations({"I-FGSM": {1: 30.0, 10: 20.0},
+                                "MI-FGSM": {1: 30.0, 10: 40.0}}).held is True
+    assert mm.claim_cosine({"I-FGSM": [0.1], "MI-FGSM": [0.8]}).held is True
+
+
+def test_quantize_stays_in_the_ball_and_the_box():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (4, 3, 5, 5), generator=g).float() / 255
+    for eps in (16 / 255, 0.15):
+        xa = (x + (torch.rand(x.shape, generator=g) * 2 - 1) * eps).clamp(0, 1)
+        q = mm._quantize(xa, x, eps).float() / 255
+        assert float((q - x).abs().max()) <= eps + 1e-6
+        assert float((q - xa).abs().max()) <= 1 / 255 + 1e-6
+        assert 0 <= float(q.min()) and float(q.max()) <= 1
+
+
+def test_presets_and_validation():
+    q, f = MomentumConfig.preset("quick"), MomentumConfig.preset("full")
+    assert (q.steps, q.ensemble_steps, q.decay) == (10, 20, 1.0)
+    assert [s.role for s in f.normal] == list(ROLES)
+    assert [s.role for s in f.adversarial] == list(ADV_ROLES)
+    assert f.n_images == 1000 and len(f.mu_grid) == 21 and f.iter_grid == tuple(range(1, 21))
+    assert "mnist-alexnet" in [s.arch for s in f.normal]
+    assert "mnist-alexnet" not in [s.arch for s in q.models]
+    assert q.eps in q.sweep_eps and q.eps == 0.25
+    i = MomentumConfig.preset("full", "imagenet")
+    assert abs(i.eps - 16 / 255) < 1e-12 and i.steps == 10 and i.store == "uint8"
+    with pytest.raises(ValueError, match="labels"):
+        MomentumConfig(labels="gt")
+    with pytest.raises(ValueError, match="eps"):
+        MomentumConfig(eps=0)
+    with pytest.raises(ValueError, match="unique"):
+        MomentumConfig(normal=(ModelSpec("A", "mnist-mlp"), ModelSpec("A", "mnist-cnn")),
+                       adversarial=())
+    with pytest.raises(ValueError, match="static roles"):
+        MomentumConfig(adversarial=(ModelSpec("D", "mnist-mlp", adversarial=True,
+                                              static=("nope",)),))
+    with pytest.raises(ValueError, match="profile"):
+        MomentumConfig.preset("medium")
+
+
+def test_cost_estimate_counts_shared_units_once():
+    cfg = tiny_cfg()
+    est = mm.estimate_cost(cfg)
+    # 12 Table-1 units x 2 chunks + 36 + 9 ensemble units + figure units not shared
+    # (decay mu=2; T=2, T=4 for both attacks; eps 0.1 and 0.3 for three attacks) = 80
+    assert est["attack_units"] == 24 + 36 + 9 + 1 + 4 + 6
+    assert est["total_gflop"] > est["attack_gflop"] > 0
+
+
+def test_specs_from_names():
+    normal, adv = specs_from_names(["inception_v3.tf_in1k", "inception_v4.tf_in1k",
+                                    "inception_resnet_v2.tf_ens_adv_in1k",
+                                    "adv:resnet18.a1_in1k"], "imagenet")
+    assert [s.role for s in normal] == ["Inc-v3", "Inc-v4"]
+    assert [(s.role, s.arch) for s in adv] == [
+        ("IncRes-v2ens", "inception_resnet_v2.tf_ens_adv_in1k"),
+        ("resnet18.a1_in1k", "resnet18.a1_in1k")]
+    normal, adv = specs_from_names(["mnist-cnn", "mnist-mlp"], "mnist")
+    assert [(s.role, s.arch) for s in normal] == [("Inc-v3", "mnist-cnn"),
+                                                  ("Inc-v4", "mnist-mlp")]
+    assert all(set(a.static) <= {"Inc-v3", "Inc-v4"} for a in adv)
+    with pytest.raises(ValueError, match="unknown MNIST zoo model"):
+        specs_from_names(["mnist-nope"], "mnist")
+
+
+def test_every_cli_flag_reaches_the_config(tmp_path):
+    p = add_arguments(argparse.ArgumentParser())
+    args = p.parse_args(["--full", "--eps", "16/255", "--labels", "pred", "--suite", "imagenet",
+                         "--data", str(tmp_path), "--models", "inception_v3.tf_in1k",
+                         "inception_v4.tf_in1k", "inception_resnet_v2.tf_in1k",
+                         "--device", "cpu", "--seed", "3", "--n-images", "7",
+                         "--random-init", "--out", "o", "--cache", "c", "--no-progress"])
+    cfg = config_from_args(args)
+    assert cfg.profile == "full" and cfg.suite == "imagenet"
+    assert abs(cfg.eps - 16 / 255) < 1e-12 and cfg.labels == "pred"
+    assert cfg.data_dir == str(tmp_path) and cfg.seed == 3 and cfg.n_images == 7
+    assert cfg.pretrained is False and cfg.adversarial == ()
+    assert [s.arch for s in cfg.normal][0] == "inception_v3.tf_in1k"
+    assert args.out == "o" and args.cache == "c" and args.no_progress
+    mn = config_from_args(p.parse_args(["--data", str(tmp_path), "--eps", "0.1"]))
+    assert mn.suite == "mnist" and mn.profile == "quick" and mn.data_root == str(tmp_path)
+    assert mn.eps == 0.1
+    with pytest.raises(SystemExit):
+        p.parse_args(["--quick", "--full"])
+    with pytest.raises(SystemExit):
+        p.parse_args(["--eps", "2"])
+
+
+def test_add_arguments_keeps_options_the_parser_already_has():
+    p = argparse.ArgumentParser()
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--seed", type=int, default=7)
+    add_arguments(p)
+    args = p.parse_args([])
+    assert args.device == "cuda" and args.seed == 7 and args.profile == "quick"
+    sub = argparse.ArgumentParser().add_subparsers()
+    q = mm.add_cli(sub)
+    assert q.parse_args(["--quick"]).func is mm.main_momentum
