@@ -70,14 +70,14 @@ from advlab.checkpoint import load_checkpoint, read_card, save_checkpoint
 from advlab.train import (
     RESUME,
     TrainResult,
-    _data_checksum,
-    _epoch_seed,
-    _read_resume,
-    _restore_optimizer,
-    _seed_everything,
-    _write_resume,
+    epoch_seed,
     evaluate_accuracy,
     load_split,
+    read_resume,
+    restore_optimizer,
+    seed_everything,
+    train_data_checksum,
+    write_resume,
 )
 
 __all__ = ["AdvTrainConfig", "adv_train", "ensure_advtrained", "SCHEDULES", "METHOD"]
@@ -257,7 +257,7 @@ def adv_train(cfg: AdvTrainConfig, out_dir: str | os.PathLike[str], *, resume: b
     metrics: list[dict[str, Any]] = []
     start = 0
     if resume:
-        saved = _read_resume(out)
+        saved = read_resume(out)
         if saved is not None:
             state, meta = saved
             if json.loads(meta["identity"]) != json.loads(json.dumps(identity, sort_keys=True)):
@@ -265,7 +265,7 @@ def adv_train(cfg: AdvTrainConfig, out_dir: str | os.PathLike[str], *, resume: b
                                  f"{meta['identity']}, not {json.dumps(identity)}")
             model.load_state_dict({k[6:]: v for k, v in state.items()
                                    if k.startswith("model/")})
-            _restore_optimizer(opt, {k: v.to(device) for k, v in state.items()},
+            restore_optimizer(opt, {k: v.to(device) for k, v in state.items()},
                                meta["optimizer"])
             start = int(meta["epoch"])
             metrics = json.loads(meta["metrics"])
@@ -281,10 +281,10 @@ def adv_train(cfg: AdvTrainConfig, out_dir: str | os.PathLike[str], *, resume: b
     for epoch in range(start, cfg.epochs):
         if stop_after is not None and done_now >= stop_after:
             break
-        es = _epoch_seed(cfg.seed, epoch, "advtrain")
-        _seed_everything(model, es)
+        es = epoch_seed(cfg.seed, epoch, "advtrain")
+        seed_everything(model, es)
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(es)).to(device)
-        sched = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch, "advtrain-schedule"))
+        sched = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch, "advtrain-schedule"))
         model.train()
         t0 = time.perf_counter()
         tot_loss = 0.0
@@ -337,12 +337,12 @@ def adv_train(cfg: AdvTrainConfig, out_dir: str | os.PathLike[str], *, resume: b
         log.info("advtrain epoch %d: %s", epoch + 1, row)
         if on_epoch is not None:
             on_epoch(row)
-        _write_resume(out, model, opt, epoch + 1, metrics, identity)
+        write_resume(out, model, opt, epoch + 1, metrics, identity)
         save_checkpoint(out, model, cfg.model, cfg.model_kwargs, {
             "method": METHOD,
             "advtrain_config": dataclasses.asdict(cfg),
             "static_models": statics_info,
-            "data_checksum": _data_checksum(),
+            "data_checksum": train_data_checksum(),
             "seed": cfg.seed,
             "epochs_completed": epoch + 1,
             "metrics": metrics,

@@ -147,12 +147,12 @@ def load_split(split: str, size: int | None, root: str | None,
     return x.to(device), y.to(device)
 
 
-def _epoch_seed(seed: int, epoch: int, salt: str = "") -> int:
+def epoch_seed(seed: int, epoch: int, salt: str = "") -> int:
     h = hashlib.sha256(f"{seed}/{epoch}/{salt}".encode()).digest()
     return int.from_bytes(h[:7], "little")
 
 
-def _seed_everything(model: nn.Module, seed: int) -> None:
+def seed_everything(model: nn.Module, seed: int) -> None:
     """Seed the global RNG (dropout) and any module noise generator for one epoch."""
     torch.manual_seed(seed)
     for m in model.modules():
@@ -170,7 +170,7 @@ def evaluate_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     return float((predict(model, x, batch_size) == y).float().mean())
 
 
-def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], str]:
+def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], str]:
     sd = opt.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
@@ -184,7 +184,7 @@ def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tens
     return tensors, meta
 
 
-def _restore_optimizer(opt: torch.optim.Optimizer, state: dict[str, torch.Tensor],
+def restore_optimizer(opt: torch.optim.Optimizer, state: dict[str, torch.Tensor],
                        meta: str) -> None:
     info = json.loads(meta)
     st: dict[int, dict[str, Any]] = {}
@@ -197,17 +197,17 @@ def _restore_optimizer(opt: torch.optim.Optimizer, state: dict[str, torch.Tensor
     opt.load_state_dict({"state": st, "param_groups": info["param_groups"]})
 
 
-def _write_resume(out: Path, model: nn.Module, opt: torch.optim.Optimizer, epoch: int,
+def write_resume(out: Path, model: nn.Module, opt: torch.optim.Optimizer, epoch: int,
                   metrics: list[dict[str, Any]], identity: dict[str, Any]) -> None:
     tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
-    opt_t, opt_meta = _optimizer_tensors(opt)
+    opt_t, opt_meta = optimizer_tensors(opt)
     tensors.update(opt_t)
     meta = {"epoch": str(epoch), "optimizer": opt_meta, "metrics": json.dumps(metrics),
             "identity": json.dumps(identity, sort_keys=True)}
     atomic_write_bytes(out / RESUME, state_to_bytes(tensors, meta))
 
 
-def _read_resume(out: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:
+def read_resume(out: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:
     p = out / RESUME
     if not p.is_file():
         return None
@@ -219,7 +219,7 @@ def _read_resume(out: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]] | 
     return state, meta
 
 
-def _data_checksum() -> str:
+def train_data_checksum() -> str:
     from advlab.data import data_checksum
 
     return data_checksum("train")
@@ -253,7 +253,7 @@ def fit(cfg: TrainConfig, out_dir: str | os.PathLike[str], *, resume: bool = Fal
     start = 0
     identity = cfg.identity()
     if resume:
-        saved = _read_resume(out)
+        saved = read_resume(out)
         if saved is not None:
             state, meta = saved
             if json.loads(meta["identity"]) != json.loads(json.dumps(identity, sort_keys=True)):
@@ -261,7 +261,7 @@ def fit(cfg: TrainConfig, out_dir: str | os.PathLike[str], *, resume: bool = Fal
                                  f"{meta['identity']}, not {json.dumps(identity)}")
             model.load_state_dict({k[6:]: v for k, v in state.items()
                                    if k.startswith("model/")})
-            _restore_optimizer(opt, {k: v.to(device) for k, v in state.items()}, meta["optimizer"])
+            restore_optimizer(opt, {k: v.to(device) for k, v in state.items()}, meta["optimizer"])
             start = int(meta["epoch"])
             metrics = json.loads(meta["metrics"])
             log.info("resuming %s after epoch %d", out, start)
@@ -273,8 +273,8 @@ def fit(cfg: TrainConfig, out_dir: str | os.PathLike[str], *, resume: bool = Fal
     for epoch in range(start, cfg.epochs):
         if stop_after is not None and done_now >= stop_after:
             break
-        es = _epoch_seed(cfg.seed, epoch)
-        _seed_everything(model, es)
+        es = epoch_seed(cfg.seed, epoch)
+        seed_everything(model, es)
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(es)).to(device)
         model.train()
         t0 = time.perf_counter()
@@ -301,9 +301,9 @@ def fit(cfg: TrainConfig, out_dir: str | os.PathLike[str], *, resume: bool = Fal
         log.info("epoch %d: %s", epoch + 1, row)
         if on_epoch is not None:
             on_epoch(row)
-        _write_resume(out, model, opt, epoch + 1, metrics, identity)
+        write_resume(out, model, opt, epoch + 1, metrics, identity)
         save_checkpoint(out, model, cfg.model, cfg.model_kwargs, {
-            "train_config": dataclasses.asdict(cfg), "data_checksum": _data_checksum(),
+            "train_config": dataclasses.asdict(cfg), "data_checksum": train_data_checksum(),
             "seed": cfg.seed, "epochs_completed": epoch + 1, "metrics": metrics,
         })
         done_now += 1
@@ -350,8 +350,8 @@ def finetune_adversarial(checkpoint: str | os.PathLike[str], attack: Attack,
     curves = [row(0, None, 0.0)]
     n = x_tr.shape[0]
     for epoch in range(cfg.epochs):
-        es = _epoch_seed(cfg.seed, epoch, "finetune")
-        _seed_everything(model, es)
+        es = epoch_seed(cfg.seed, epoch, "finetune")
+        seed_everything(model, es)
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(es)).to(device)
         t0 = time.perf_counter()
         tot = 0.0
@@ -384,7 +384,7 @@ def finetune_adversarial(checkpoint: str | os.PathLike[str], attack: Attack,
     save_checkpoint(out, model, card["model"], card.get("model_kwargs", {}), {
         "finetune_config": dataclasses.asdict(cfg), "parent": str(Path(checkpoint)),
         "attack": _attack_dict(attack), "curves": curves, "seed": cfg.seed,
-        "data_checksum": _data_checksum(),
+        "data_checksum": train_data_checksum(),
     })
     return TrainResult(checkpoint=out, metrics=curves)
 
