@@ -144,6 +144,8 @@ class MNISTDownloadError(MNISTNotFoundError):
 class MNISTFileError(ValueError):
     """An MNIST file was found but cannot be used (corrupt, wrong format)."""
 
+    _what = "MNIST file {path} is unusable"
+
     def __init__(self, path: Path, problem: str) -> None:
         self.path = Path(path)
         self.problem = problem
@@ -151,7 +153,7 @@ class MNISTFileError(ValueError):
         super().__init__(str(path), problem)
 
     def __str__(self) -> str:
-        msg = f"MNIST file {self.path} is unusable: {self.problem}"
+        msg = f"{self._what.format(path=self.path)}: {self.problem}"
         if self.searched:
             msg += (
                 "\nIt was the first match in this search order (other copies are not used when "
@@ -176,6 +178,8 @@ class ChecksumMismatchError(MNISTFileError):
 
 class IDXFormatError(MNISTFileError):
     """A buffer is not a valid IDX file, or not the IDX layout expected."""
+
+    _what = "{path} is not a valid MNIST IDX file"
 
 
 # --------------------------------------------------------------------------- IDX parsing

@@ -36,7 +36,7 @@ from advlab.models.vone import (
     gabor_bank_stats,
     gabor_kernels,
     sample_gabor_params,
-    vone,
+    vonenet,
 )
 
 __all__ = [
@@ -60,5 +60,5 @@ __all__ = [
     "register",
     "sample_gabor_params",
     "unregister",
-    "vone",
+    "vonenet",
 ]

@@ -62,6 +62,7 @@ __all__ = [
     "gabor_bank_stats",
     "gabor_kernels",
     "sample_gabor_params",
+    "vone",
     "vonenet",
 ]
 
@@ -75,7 +76,7 @@ ORI_COUNTS = (66, 49, 77, 54)
 SF_BINS = (0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0, 5.6, 8.0)
 SF_COUNTS = (4, 4, 8, 25, 32, 26, 28, 12)
 # Receptive-field size in cycles (Gaussian sd times frequency), Ringach 2002: joint histogram
-# over log-spaced bins, rows = nx bin, columns = ny bin.
+# over log-spaced bins, rows = nx bin, columns = ny bin (counts as tabulated for VOneNet).
 NXNY_BINS = tuple(np.logspace(-1, 0.2, 6).tolist())
 NXNY_COUNTS = (
     (2, 0, 1, 0, 0),
@@ -87,8 +88,9 @@ NXNY_COUNTS = (
 NYQUIST = 0.5  # cycles per pixel
 
 #: ``conv_mode="auto"`` uses FFT convolution for kernels at least this large (measured on a
-#: 2-core CPU: FFT wins from about 9x9 up; see :class:`VOneBlock`).
-FFT_MIN_KSIZE = 9
+#: 2-core CPU with a 64+64 bank: direct and FFT cost about the same from 11x11 to 15x15, FFT
+#: wins above; see :class:`VOneBlock`).
+FFT_MIN_KSIZE = 15
 
 _COMPLEX_EPS = 1e-8
 _ZERO_TOL_ULPS = 4.0
@@ -211,7 +213,8 @@ def sample_gabor_params(
         u_sf = _std_normal_cdf(sf_corr * z[0] + math.sqrt(max(0.0, 1.0 - sf_corr**2)) * z[1])
         joint = np.asarray(NXNY_COUNTS, dtype=np.float64)
         nx = 10.0 ** np.interp(u_nx, _cdf(joint.sum(axis=1)), log_bins)
-        row = np.clip(np.searchsorted(NXNY_BINS, nx, side="right") - 1, 0, len(joint) - 1)
+        last_row = int(np.flatnonzero(joint.sum(axis=1))[-1])  # rows with no cells never occur
+        row = np.clip(np.searchsorted(NXNY_BINS, nx, side="right") - 1, 0, last_row)
         u_ny = rng.random(n)
         ny = np.empty(n)
         for r in np.unique(row):
@@ -285,7 +288,8 @@ def gabor_bank_stats(params: GaborParams | VOneBlock, ksize: int | None = None) 
 
     Keys: ``n``, ``fraction_above_nyquist``, ``median_sigma_x`` / ``median_sigma_y`` /
     ``max_sigma`` (pixels), ``min_odd_ksize_6sigma`` (smallest odd ksize >= 6 * max sigma) and,
-    with ``ksize``, ``fraction_truncated`` (filters whose +-3 sigma envelope does not fit).
+    with ``ksize``, ``fraction_truncated`` (filters whose +-3 sigma envelope, 6 sigma wide, does
+    not fit in ``ksize``).
 
     Example:
         >>> stats = gabor_bank_stats(sample_gabor_params(16), ksize=25)
@@ -306,7 +310,7 @@ def gabor_bank_stats(params: GaborParams | VOneBlock, ksize: int | None = None) 
         "min_odd_ksize_6sigma": need + 1 - need % 2,
     }
     if ksize is not None:
-        stats["fraction_truncated"] = float(np.mean(3 * sigma > ksize // 2))
+        stats["fraction_truncated"] = float(np.mean(6 * sigma > ksize))
     return stats
 
 
@@ -315,7 +319,8 @@ def gabor_bank_stats(params: GaborParams | VOneBlock, ksize: int | None = None) 
 
 @dataclass(frozen=True)
 class VOneConfig:
-    """All settings of a :class:`VOneBlock` (defaults = the student report's choices).
+    """All settings of a :class:`VOneBlock` (defaults = the student report's choices, i.e.
+    ``PRESETS["report"]``).
 
     Attributes:
         in_channels: input image channels (1 for MNIST).
@@ -333,7 +338,9 @@ class VOneConfig:
         k_exc: gain applied to the cell responses (25).
         noise_mode: ``"neuronal"`` (Poisson-like), ``"gaussian"`` or ``"none"``.
         noise_scale, noise_level: 0.35 and 0.07 in the paper.
-        noise_seed: seed of the module's noise generator; None draws one from the OS.
+        noise_seed: seed of the module's own noise generator; None draws one from torch's
+            global RNG at construction (like the weight initialisation), so
+            ``torch.manual_seed`` before building the model makes its noise reproducible.
         bottleneck_channels: width of the trainable 1x1 convolution (no bias); None = no
             bottleneck (the block then outputs all V1 channels).
         conv_mode: ``"auto"``, ``"fft"`` or ``"direct"`` (see :class:`VOneBlock`).
@@ -447,10 +454,11 @@ def _resolve_config(
 
 
 def _good_fft_size(n: int) -> int:
+    """Smallest size >= n with no prime factor above 7 (fast for FFT libraries)."""
     m = n
     while True:
         r = m
-        for p in (2, 3, 5):
+        for p in (2, 3, 5, 7):
             while r % p == 0:
                 r //= p
         if r == 1:
@@ -459,6 +467,7 @@ def _good_fft_size(n: int) -> int:
 
 
 # --------------------------------------------------------------------------- the block
+
 
 def _fft_image(a: torch.Tensor, pr: int, ps: int) -> torch.Tensor:
     """Spectrum of real maps ``a`` ``[..., R, S]`` zero-padded to ``[PR, PS]``, laid out as
@@ -509,11 +518,15 @@ class _FFTCorrelation(torch.autograd.Function):
             full = grad.new_zeros((*grad.shape[:2], height, width))
             full[..., ::stride, ::stride] = grad
             grad = full
-        gf = _fft_image(grad.transpose(-1, -2), pr, ps)  # [N, F, PS//2+1, PR]
-        if spectrum.shape[1] == 1:
-            acc = torch.einsum("nfvu,fvu->nvu", gf, spectrum[:, 0].conj()).unsqueeze(1)
+        # Spectrum of the output gradient in [N, F, PR, PS//2+1] layout (no transposed copy of
+        # this large tensor), against the matching layout of the bank's spectrum.
+        gf = torch.fft.fft(torch.fft.rfft(grad.transpose(-1, -2), n=ps, dim=-1), n=pr, dim=-2)
+        bank = spectrum.transpose(-1, -2).conj()  # [F, C, PR, PS//2+1]
+        if bank.shape[1] == 1:
+            acc = (gf * bank[:, 0]).sum(dim=1, keepdim=True)
         else:
-            acc = torch.einsum("nfvu,fcvu->ncvu", gf, spectrum.conj())
+            acc = (gf.unsqueeze(2) * bank).sum(dim=1)
+        acc = acc.transpose(-1, -2).contiguous()  # small: one map per input channel
         return _ifft_image(acc, ps, width, height, 1), None, None, None, None
 
 
@@ -588,8 +601,6 @@ class _V1Response(torch.autograd.Function):
         return grad_q, None, None, None, None, None, None, None
 
 
-
-
 class VOneBlock(nn.Module):
     """VOneBlock of Dapello et al. (NeurIPS 2020): fixed Gabor bank, simple and complex cells,
     V1-like noise, then a trainable 1x1 bottleneck.
@@ -613,24 +624,40 @@ class VOneBlock(nn.Module):
     :meth:`frozen_noise` does so temporarily.
 
     Convolution (``conv_mode``): ``"direct"`` uses ``F.conv2d``; ``"fft"`` multiplies spectra
-    (``torch.fft.rfft2``; the kernel spectra are computed once and cached per device, dtype and
-    input size; zero padding makes it equal to the direct "same" convolution, to about 1e-6
-    relative in float32); ``"auto"`` uses FFT for ``ksize >= FFT_MIN_KSIZE``. Measured on the
-    2-core CPU this was written on (forward+backward of vone-mnist-cnn, batch 64):
-    report preset 72 img/s direct vs 151 img/s FFT; sound preset 43 vs 551 img/s.
+    (``torch.fft``; the kernel spectra are computed once and cached per device, dtype and input
+    size; zero padding makes it equal to the direct "same" convolution, about 1e-6 relative in
+    float32, and its backward pass is a hand-written adjoint FFT); ``"auto"`` uses FFT for
+    ``ksize >= FFT_MIN_KSIZE`` (15). The batch is processed in chunks of about ``chunk_bytes``
+    (16 MB) of Gabor maps, which avoids page-faulting huge temporaries on a CPU.
+    Measured on the shared 2-core CPU this was written on, one thread, batch 64, images/s for
+    forward+backward of vone-mnist-cnn (train = gradients for the weights, attack = gradient
+    for the input only; the plain mnist-cnn does about 1080 / 1400 here):
+
+    ========  ==============  ===============
+    preset    FFT             direct conv2d
+    ========  ==============  ===============
+    report    55 / 26         48 / 26
+    sound     140 / 75        58 / 28
+    ========  ==============  ===============
+
+    Simple cells treat responses within a few float ulps of 0 as 0 and use ReLU'(0) = 1 (a
+    valid subgradient), so both convolution paths give the same input gradients (up to float
+    rounding at kinks) and a blank image still gets a useful gradient.
 
     Filter-bank soundness on 28x28 images (``gabor_seed=0``, measured with
-    :func:`gabor_bank_stats`):
+    :func:`gabor_bank_stats`; Nyquist = 0.5 cycles/pixel; "cut" = filters whose 6-sigma
+    envelope is wider than ``ksize``):
 
-    ========  =====  ======  =====  ============  ========  =========  ==========
-    preset    cells  degree  ksize  above Nyquist median sigma_x   max sigma  truncated
-    ========  =====  ======  =====  ============  ===================  ==========
-    report    512    8       25     74.6 %        0.52 px              4.8 px     0 %
-    sound     128    2       55     0 %           2.0 px               9.1 px     0 %
-    ========  =====  ======  =====  ============  ===================  ==========
+    ========  =====  =======  =====  =============  ==============  =========  ======
+    preset    cells  degrees  ksize  above Nyquist  median sigma_x  max sigma  cut
+    ========  =====  =======  =====  =============  ==============  =========  ======
+    report    512    8        25     74.6 %         0.52 px         4.8 px     0.2 %
+    sound     128    2        55     0 %            2.04 px         9.1 px     0 %
+    ========  =====  =======  =====  =============  ==============  =========  ======
 
-    (The report's bank thus mostly samples frequencies a 28-px grid cannot represent, with
-    sub-pixel envelopes; Dapello et al. used 224-px images at 8 degrees.)
+    The report's bank thus mostly samples frequencies a 28-px grid cannot represent, with
+    sub-pixel envelopes (Dapello et al. used 224-px images spanning 8 degrees). The sound
+    preset keeps the V1 statistics but lets the 28-px image span 2 degrees.
 
     Example:
         >>> import torch
@@ -664,11 +691,10 @@ class VOneBlock(nn.Module):
                 cfg.v1_channels, cfg.bottleneck_channels, kernel_size=1, bias=False
             )
             nn.init.kaiming_normal_(self.bottleneck.weight, mode="fan_out", nonlinearity="relu")
-        self.noise_seed = (
-            cfg.noise_seed
-            if cfg.noise_seed is not None
-            else int(np.random.SeedSequence().entropy % (2**63))
-        )
+        if cfg.noise_seed is not None:
+            self.noise_seed = cfg.noise_seed
+        else:  # like the weight initialisation: reproducible under torch.manual_seed
+            self.noise_seed = int(torch.randint(0, 2**62, ()).item())
         self._generators: dict[str, torch.Generator] = {}
         self._fixed_noise_seed: int | None = None
         self._spectrum_cache: dict[tuple, tuple[torch.Tensor, int, int]] = {}
@@ -676,7 +702,12 @@ class VOneBlock(nn.Module):
         #: ``chunk_bytes``). Small chunks avoid page-faulting huge temporaries on a CPU; the
         #: result does not depend on it, except for which noise value lands where.
         self.chunk_size: int | None = None
-        self.chunk_bytes: int = 8 * 2**20
+        self.chunk_bytes: int = 16 * 2**20
+        log.debug(
+            "VOneBlock %s: %.1f %% of filters above Nyquist",
+            self.extra_repr(),
+            100 * fraction_above_nyquist(self.gabor_params),
+        )
 
     @staticmethod
     def _build_weight(cfg: VOneConfig, params: GaborParams) -> torch.Tensor:
@@ -824,8 +855,13 @@ class VOneBlock(nn.Module):
         if self.chunk_size is not None:
             return max(1, int(self.chunk_size))
         c = self.config
-        h, w = -(-x.shape[-2] // c.stride), -(-x.shape[-1] // c.stride)
-        per_image = (c.v1_channels + c.complex_channels) * h * w * x.element_size()
+        height, width = x.shape[-2:]
+        per_map = -(-height // c.stride) * -(-width // c.stride) * x.element_size()
+        if self._use_fft():
+            half = min(c.ksize // 2, height - 1), min(c.ksize // 2, width - 1)
+            spectrum = _good_fft_size(width + half[1]) * (_good_fft_size(height + half[0]) // 2 + 1)
+            per_map = max(per_map, 2 * spectrum * x.element_size())
+        per_image = (c.v1_channels + c.complex_channels) * per_map
         return max(1, self.chunk_bytes // per_image)
 
     def _v1_chunks(self, x: torch.Tensor, noisy: bool, project: bool) -> torch.Tensor:
@@ -867,7 +903,7 @@ class VOneBlock(nn.Module):
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
     def gabor_responses(self, x: torch.Tensor) -> torch.Tensor:
-        """Noise-free V1 responses ``k_exc * [simple, complex]``, ``[N, simple+complex, H', W']``."""
+        """Noise-free V1 responses ``k_exc * [simple, complex]``: ``[N, S + C, H', W']``."""
         return self._v1_chunks(x, noisy=False, project=False)
 
     def v1(self, x: torch.Tensor) -> torch.Tensor:
@@ -901,6 +937,10 @@ class VOneNet(nn.Module):
     @property
     def randomized(self) -> bool:
         return self.vone_block.randomized
+
+    @property
+    def noise_fixed(self) -> bool:
+        return self.vone_block.noise_fixed
 
     def fix_noise(self, seed: int = 0) -> VOneNet:
         """See :meth:`VOneBlock.fix_noise`."""
@@ -975,6 +1015,11 @@ def vonenet(
     return VOneNet(block, backbone)
 
 
+#: Alias of :func:`vonenet` (the name used in the design notes). Import it from this module;
+#: the package namespace only exports ``vonenet``, so ``advlab.models.vone`` stays the module.
+vone = vonenet
+
+
 # --------------------------------------------------------------------------- registry entries
 
 _PRESET_FIELDS = [f.name for f in dataclasses.fields(VOneConfig)]
@@ -993,9 +1038,7 @@ def _register_vone(name: str, backbone: str, label: str) -> None:
     params = [
         inspect.Parameter("preset", inspect.Parameter.KEYWORD_ONLY, default="sound"),
         inspect.Parameter("num_classes", inspect.Parameter.KEYWORD_ONLY, default=10),
-    ] + [
-        inspect.Parameter(f, inspect.Parameter.KEYWORD_ONLY, default=None) for f in _PRESET_FIELDS
-    ]
+    ] + [inspect.Parameter(f, inspect.Parameter.KEYWORD_ONLY, default=None) for f in _PRESET_FIELDS]
     factory.__signature__ = inspect.Signature(params)
     factory.__name__ = name.replace("-", "_")
     factory.__doc__ = (
