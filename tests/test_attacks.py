@@ -63,7 +63,11 @@ def test_seeded_and_batch_independent(name, norm, trained_cnn, data):
     # without random init; with it, compare against the same draws through per-example eps)
     if not atk.random_start:
         singles = torch.cat([atk(trained_cnn, x[i:i + 1], y[i:i + 1]) for i in range(len(x))])
-        torch.testing.assert_close(singles, a, atol=1e-6, rtol=0)
+        # Convolution kernels may pick another reduction order for batch 1 than for batch N;
+        # the gradient then differs in its last bits. Linf steps only see its sign; an L2 step
+        # eps * g / ||g||_2 carries that rounding (measured up to 2.2e-6 with one thread).
+        atol = 1e-6 if norm is Norm.LINF else 1e-5
+        torch.testing.assert_close(singles, a, atol=atol, rtol=0)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -10,6 +10,16 @@ Definitions (for ``n`` examples with labels ``y``):
 * success rate on correct: the same, over the examples the model classifies correctly
   on clean input (the count most papers report; Dong et al. report over all images).
 
+Randomness: the attack on the batch that starts at global example ``offset`` draws from a
+generator seeded with :func:`batch_seed` ``(attack.seed, offset)`` (``attack.seed`` itself for
+the first batch), so a result depends on the data, the batch size and the seed only -- not on
+which process evaluated which batch (see :func:`advlab.distributed.sharded_evaluate_attack`).
+
+Cost: every forward pass runs in ``torch.inference_mode``; per batch, the clean logits of each
+evaluated model are computed once (they also give the number of classes), the attack runs
+once, and each evaluated model sees the adversarial batch once. :func:`transfer_matrix`
+shares the clean passes and the attacks across a whole sources x attacks x models table.
+
 Example:
     >>> import torch
     >>> from advlab.attacks import FGSM
@@ -23,9 +33,11 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -35,7 +47,7 @@ from advlab.attacks.base import Attack, check_model_device, model_mode
 from advlab.threat import Norm, per_example_norm
 
 __all__ = ["RobustnessResult", "PerExample", "predict", "clean_accuracy", "evaluate_attack",
-           "iterate_batches"]
+           "iterate_batches", "summarize", "batch_seed", "transfer_matrix", "random_targets"]
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]] | tuple[torch.Tensor, torch.Tensor]
 
@@ -67,14 +79,27 @@ def _num_batches(data: Batches, batch_size: int) -> int | None:
         return None
 
 
-@torch.no_grad()
+def _logits(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """The model's scores on ``x`` in eval mode and inference mode (an inference tensor)."""
+    check_model_device(model, x)
+    with torch.inference_mode(), model_mode(model, "eval"):
+        outs = [model(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)]
+        return torch.cat(outs) if len(outs) != 1 else outs[0]
+
+
+def _argmax(scores: torch.Tensor) -> torch.Tensor:
+    # computed in inference mode, returned as a normal tensor (usable later as attack labels)
+    with torch.inference_mode():
+        pred = scores.argmax(dim=1)
+    return pred.clone()
+
+
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     """Predicted classes (argmax of the model's scores) of ``x``, in eval mode."""
-    check_model_device(model, x)
-    with model_mode(model, "eval"):
-        outs = [model(x[i:i + batch_size]).argmax(dim=1) for i in range(0, x.shape[0],
-                                                                          batch_size)]
-    return torch.cat(outs) if outs else torch.empty(0, dtype=torch.long, device=x.device)
+    if x.shape[0] == 0:
+        check_model_device(model, x)
+        return torch.empty(0, dtype=torch.long, device=x.device)
+    return _argmax(_logits(model, x, batch_size))
 
 
 @dataclass(frozen=True)
@@ -142,6 +167,79 @@ def random_targets(seed: int = 0) -> TargetFn:
     return fn
 
 
+def batch_seed(seed: int, offset: int) -> int:
+    """Seed of the attack generator for the batch starting at global example ``offset``.
+
+    ``seed`` itself for ``offset == 0`` (so one batch matches a direct call of the attack),
+    a well-spread 64-bit value otherwise.
+
+    Example:
+        >>> batch_seed(7, 0)
+        7
+        >>> batch_seed(7, 256) != batch_seed(7, 512)
+        True
+    """
+    return (int(seed) + int(offset) * 0x9E3779B97F4A7C15) % (1 << 64)
+
+
+def _batch_generator(attack: Any, offset: int, device: torch.device) -> torch.Generator | None:
+    seed = getattr(attack, "seed", None)
+    if seed is None or not _takes_generator(attack):
+        return None
+    return torch.Generator(device=device).manual_seed(batch_seed(seed, offset))
+
+
+def _takes_generator(attack: Any) -> bool:
+    run = getattr(attack, "run", None)
+    if run is None:
+        return False
+    try:
+        return "generator" in inspect.signature(run).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _run_attack(attack: Any, model: nn.Module, x: torch.Tensor, labels: torch.Tensor,
+                target: torch.Tensor | None, offset: int) -> torch.Tensor:
+    gen = _batch_generator(attack, offset, x.device)
+    if gen is None:
+        return attack(model, x, labels, target=target)
+    return attack.run(model, x, labels, target=target, generator=gen).x_adv
+
+
+def _evaluate_batch(model: nn.Module, attack: Any, target_model: nn.Module, x: torch.Tensor,
+                    y: torch.Tensor, offset: int, targets: TargetFn | None,
+                    label_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None,
+                    ) -> dict[str, torch.Tensor | None]:
+    """One batch of :func:`evaluate_attack`: per-example CPU rows."""
+    clean_logits = _logits(target_model, x)
+    clean_pred = _argmax(clean_logits)
+    norm = attack.norm if attack is not None else Norm.LINF
+    tgt = None
+    if attack is None:
+        x_adv, adv_pred = x, clean_pred
+    else:
+        if targets is not None:
+            tgt = targets(x, y, int(clean_logits.shape[1]))
+        atk_labels = label_fn(x, y) if label_fn is not None else y
+        x_adv = _run_attack(attack, model, x, atk_labels, tgt, offset)
+        adv_pred = predict(target_model, x_adv)
+    return {"label": y.cpu(), "clean": clean_pred.cpu(), "adv": adv_pred.cpu(),
+            "norm": per_example_norm(x_adv - x, norm).cpu(),
+            "target": tgt.cpu() if tgt is not None else None}
+
+
+def _summarize_rows(rows: list[dict[str, torch.Tensor | None]], attack: Any,
+                    keep_per_example: bool) -> RobustnessResult:
+    if not rows:
+        raise ValueError("data is empty: no examples to evaluate")
+    cat = {k: torch.cat([r[k] for r in rows]) for k in ("label", "clean", "adv", "norm")}
+    has_t = [r["target"] is not None for r in rows]
+    target = torch.cat([r["target"] for r in rows]) if all(has_t) else None
+    return summarize(cat["label"], cat["clean"], cat["adv"], cat["norm"], target=target,
+                     attack=attack, keep_per_example=keep_per_example)
+
+
 def evaluate_attack(model: nn.Module, attack: Attack | None, data: Batches, *,
                     targets: TargetFn | None = None, eval_model: nn.Module | None = None,
                     device: str | torch.device | None = None, batch_size: int = 256,
@@ -161,50 +259,94 @@ def evaluate_attack(model: nn.Module, attack: Attack | None, data: Batches, *,
         label_fn: ``fn(x, y) -> labels`` given to the attack instead of ``y`` (e.g. the
             source's clean prediction, as in the momentum paper's code); accuracy and
             success are still counted against the true ``y``.
+
+    The attack on the batch starting at example ``offset`` uses a generator seeded with
+    ``batch_seed(attack.seed, offset)`` (module docstring); ``attack.seed = None`` stays
+    nondeterministic.
     """
     target_model = eval_model if eval_model is not None else model
-    rows = {"label": [], "clean": [], "adv": [], "target": [], "norm": []}
-    norm = attack.norm if attack is not None else Norm.LINF
+    rows = []
+    offset = 0
     it = iterate_batches(data, batch_size)
     for x, y in _progress_iter(it, progress, _num_batches(data, batch_size)):
         if device is not None:
             x, y = x.to(device), y.to(device)
         y = y.to(x.device).long()
-        clean_pred = predict(target_model, x)
-        if attack is None:
-            x_adv = x
-            tgt = None
-        else:
-            num_classes = _num_classes(target_model, x)
-            tgt = targets(x, y, num_classes) if targets is not None else None
-            atk_labels = label_fn(x, y) if label_fn is not None else y
-            x_adv = attack(model, x, atk_labels, target=tgt)
-        adv_pred = clean_pred if attack is None else predict(target_model, x_adv)
-        rows["label"].append(y.cpu())
-        rows["clean"].append(clean_pred.cpu())
-        rows["adv"].append(adv_pred.cpu())
-        rows["norm"].append(per_example_norm(x_adv - x, norm).cpu())
-        if tgt is not None:
-            rows["target"].append(tgt.cpu())
-    if not rows["label"]:
-        raise ValueError("data is empty: no examples to evaluate")
-    label = torch.cat(rows["label"])
-    clean = torch.cat(rows["clean"])
-    adv = torch.cat(rows["adv"])
-    norms = torch.cat(rows["norm"])
-    target = torch.cat(rows["target"]) if rows["target"] else None
-    return summarize(label, clean, adv, norms, target=target, attack=attack,
-                     keep_per_example=keep_per_example)
+        rows.append(_evaluate_batch(model, attack, target_model, x, y, offset, targets,
+                                    label_fn))
+        offset += x.shape[0]
+    return _summarize_rows(rows, attack, keep_per_example)
+
+
+def transfer_matrix(sources: Mapping[str, nn.Module], attacks: Mapping[str, Attack],
+                    eval_models: Mapping[str, nn.Module], data: Batches, *,
+                    targets: TargetFn | None = None,
+                    device: str | torch.device | None = None, batch_size: int = 256,
+                    keep_per_example: bool = False, progress: bool = True,
+                    label_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                    ) -> dict[tuple[str, str, str], RobustnessResult]:
+    """A transfer table: every attack crafted on every source, counted on every model.
+
+    Each adversarial batch is crafted once per (source, attack) and the clean predictions of
+    each evaluated model are computed once per batch, so the table costs its necessary passes
+    only (``bench/pipeline.py`` measures it). Entry ``(source, attack, model)`` equals
+    ``evaluate_attack(sources[source], attacks[attack], data, eval_model=eval_models[model])``.
+
+    Args:
+        sources: name -> the model each attack differentiates.
+        attacks: name -> attack.
+        eval_models: name -> the model whose predictions are counted (include the sources
+            for the white-box entries).
+        targets: for targeted attacks, ``fn(x, y, num_classes)``, called once per batch (the
+            same targets for every source and attack).
+        label_fn: as in :func:`evaluate_attack`, ``fn(x, y) -> labels``, called once per
+            batch (the same attack labels for every source).
+
+    Example:
+        >>> import torch
+        >>> from advlab.attacks import FGSM
+        >>> a = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+        >>> b = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+        >>> x, y = torch.rand(8, 1, 2, 2), torch.randint(0, 3, (8,))
+        >>> t = transfer_matrix({"a": a}, {"fgsm": FGSM(eps=0.1)}, {"a": a, "b": b}, (x, y),
+        ...                     progress=False)
+        >>> sorted(t)
+        [('a', 'fgsm', 'a'), ('a', 'fgsm', 'b')]
+    """
+    if not sources or not attacks or not eval_models:
+        raise ValueError("sources, attacks and eval_models must each name at least one entry")
+    rows: dict[tuple[str, str, str], list] = {(s, a, m): [] for s in sources for a in attacks
+                                              for m in eval_models}
+    offset = 0
+    it = iterate_batches(data, batch_size)
+    for x, y in _progress_iter(it, progress, _num_batches(data, batch_size)):
+        if device is not None:
+            x, y = x.to(device), y.to(device)
+        y = y.to(x.device).long()
+        clean = {}
+        num_classes = None
+        for m, model in eval_models.items():
+            logits = _logits(model, x)
+            num_classes = int(logits.shape[1])
+            clean[m] = _argmax(logits).cpu()
+        tgt = targets(x, y, num_classes) if targets is not None else None
+        atk_labels = label_fn(x, y) if label_fn is not None else y
+        for s, source in sources.items():
+            for a, attack in attacks.items():
+                x_adv = _run_attack(attack, source, x, atk_labels, tgt, offset)
+                norms = per_example_norm(x_adv - x, attack.norm).cpu()
+                for m, model in eval_models.items():
+                    rows[(s, a, m)].append({
+                        "label": y.cpu(), "clean": clean[m],
+                        "adv": predict(model, x_adv).cpu(), "norm": norms,
+                        "target": tgt.cpu() if tgt is not None else None})
+        offset += x.shape[0]
+    return {key: _summarize_rows(r, attacks[key[1]], keep_per_example)
+            for key, r in rows.items()}
 
 
 def _progress_iter(it, enabled, total):
     return progress(it, enabled=enabled, total=total, desc="attack")
-
-
-@torch.no_grad()
-def _num_classes(model: nn.Module, x: torch.Tensor) -> int:
-    with model_mode(model, "eval"):
-        return int(model(x[:1]).shape[1])
 
 
 def summarize(label: torch.Tensor, clean: torch.Tensor, adv: torch.Tensor,

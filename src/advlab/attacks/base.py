@@ -21,16 +21,39 @@ The loop never changes the caller's state: it runs the model in eval mode by def
 restores every module's mode, takes gradients only with respect to the input (no
 ``.grad`` on parameters), never writes into its inputs, never moves the model and draws
 all randomness from a local ``torch.Generator``.
+
+Models may take over the gradient computation with two optional methods (the
+:class:`~advlab.attacks.Ensemble` has both); the loop prefers the first one present:
+
+* ``input_gradient(x, labels, loss_fn, *, call) -> (grad, loss, scores)``: the gradient of
+  ``loss.sum()`` with respect to ``x``, the per-example loss ``[N]`` and the scores
+  ``[N, C]`` (the low-memory ensemble computes it one member at a time);
+* ``attack_loss(x, labels, loss_fn, *, call) -> (loss, scores)``: the per-example loss whose
+  gradient the loop takes with ``torch.autograd.grad``.
+
+``call(module, x)`` runs one (sub)module's forward with the attack's speed options (autocast
+and ``torch.compile``); a hook without a ``call`` parameter is called without it.
+
+Speed options (default off; measured effects in ``bench/README.md``): ``amp`` runs the
+forward passes of the gradient computation under ``torch.autocast`` (``"bf16"`` or
+``"fp16"``, the latter with a fixed loss scale and a float32 retry when a gradient
+overflows); ``channels_last`` runs 4-D convolution weights and inputs in NHWC layout (the
+caller's parameters are swapped back before :meth:`Attack.run` returns); ``compile`` runs the
+forward (and through AOTAutograd its backward) compiled by ``torch.compile``, one compiled
+function per module object, cached for the module's lifetime. The update, the projection and
+the box clamp always run in the input's dtype, so every option keeps the threat model exact.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import logging
 import math
 import warnings
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -40,11 +63,16 @@ from torch import nn
 from advlab.attacks.losses import Goal, get_loss
 from advlab.threat import Norm, ThreatModel
 
-__all__ = ["Attack", "AttackResult", "model_mode", "check_model_device"]
+__all__ = ["Attack", "AttackResult", "model_mode", "check_model_device", "clear_compile_cache"]
 
 log = logging.getLogger(__name__)
 
 _MODES = ("eval", "train", "keep")
+_AMP_DTYPES: dict[str | None, torch.dtype | None] = {
+    None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: fp16 loss scale: the logits' gradient is at most 1 in absolute value per example, so
+#: 2**10 keeps small input gradients out of fp16's subnormal range without overflowing.
+_FP16_LOSS_SCALE = 1024.0
 
 
 @dataclass
@@ -112,9 +140,198 @@ def _check_labels_range(name: str, y: torch.Tensor, num_classes: int) -> None:
 
 
 def _l1_normalise(g: torch.Tensor) -> torch.Tensor:
-    l1 = g.abs().reshape(g.shape[0], -1).sum(dim=1)
-    l1 = torch.where(l1 > 0, l1, torch.ones_like(l1))
-    return g / l1.reshape(-1, *([1] * (g.ndim - 1)))
+    """``g / ||g||_1`` per example (zero-safe); the norm is one fused reduction pass."""
+    l1 = torch.linalg.vector_norm(g, ord=1, dim=tuple(range(1, g.ndim)), keepdim=True)
+    return g / torch.where(l1 > 0, l1, torch.ones_like(l1))
+
+
+# -- speed options ----------------------------------------------------------------------
+@contextlib.contextmanager
+def _channels_last_params(model: nn.Module) -> Iterator[None]:
+    """Swap every 4-D parameter's data for an NHWC copy; put the caller's tensors back after.
+
+    Only parameters are swapped (the attack never writes them); buffers, which a model in
+    train mode may update in place, are left alone.
+    """
+    saved: list[tuple[torch.Tensor, torch.Tensor]] = []
+    try:
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.ndim != 4:
+                    continue
+                # Compare strides rather than ask is_contiguous(channels_last): a weight with
+                # one input channel passes that test in NCHW strides, and then the
+                # convolution keeps (and converts to) NCHW.
+                nhwc = torch.empty_like(p.data, memory_format=torch.channels_last)
+                if nhwc.stride() != p.data.stride():
+                    saved.append((p, p.data))
+                    p.data = nhwc.copy_(p.data)
+        yield
+    finally:
+        for p, data in reversed(saved):
+            p.data = data
+
+
+#: torch.compile backend of ``compile=True`` (tests use the cheap ``"aot_eager"``).
+_COMPILE_BACKEND = "inductor"
+_COMPILED: weakref.WeakKeyDictionary[nn.Module, dict[str, Callable[[torch.Tensor], torch.Tensor]]] \
+    = weakref.WeakKeyDictionary()
+
+
+def clear_compile_cache() -> None:
+    """Forget the ``torch.compile`` functions of ``Attack(compile=True)`` (one per module;
+    an entry also disappears with its module)."""
+    _COMPILED.clear()
+
+
+def _compile_error(module: nn.Module, err: BaseException) -> RuntimeError:
+    return RuntimeError(
+        f"compile=True: torch.compile failed for {type(module).__name__} "
+        f"({type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''})"
+        f"; run the attack with compile=False (eager mode) instead")
+
+
+def _compiled_forward(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``torch.compile`` of ``module``'s forward, cached per module object.
+
+    The compiled function holds only a weak reference to the module, so the cache never keeps
+    a model alive; in-place weight updates are seen (parameters are graph inputs).
+    """
+    per_backend = _COMPILED.setdefault(module, {})
+    fn = per_backend.get(_COMPILE_BACKEND)
+    if fn is None:
+        ref = weakref.ref(module)
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            return ref()(x)
+
+        try:
+            fn = torch.compile(forward, backend=_COMPILE_BACKEND)
+        except Exception as e:  # e.g. no dynamo support on this platform or Python
+            raise _compile_error(module, e) from e
+        per_backend[_COMPILE_BACKEND] = fn
+    return fn
+
+
+def _compile_errors() -> tuple[type[BaseException], ...]:
+    errs: list[type[BaseException]] = []
+    with contextlib.suppress(Exception):
+        from torch._dynamo.exc import TorchDynamoException
+        errs.append(TorchDynamoException)
+    with contextlib.suppress(Exception):
+        from torch._inductor.exc import InductorError
+        errs.append(InductorError)
+    return tuple(errs)
+
+
+def _accepts_call(fn: Callable[..., Any]) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return "call" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD
+                                   for p in params.values())
+
+
+class _Oracle:
+    """Loss, scores and input gradient of one model for one run, with the speed options.
+
+    Built once per :meth:`Attack.run` so that the per-step work is only the passes.
+    """
+
+    def __init__(self, attack: Attack, model: nn.Module) -> None:
+        self.model = model
+        self.loss_fn = get_loss(attack.loss)
+        self.amp_dtype = _AMP_DTYPES[attack.amp]
+        self.scale = _FP16_LOSS_SCALE if attack.amp == "fp16" else 1.0
+        self.channels_last = attack.channels_last
+        self.compile = attack.compile
+        self.grad_hook = getattr(model, "input_gradient", None)
+        self.loss_hook = getattr(model, "attack_loss", None)
+        self._compile_errors = _compile_errors() if attack.compile else ()
+        self._warned_overflow = False
+
+    # one module's forward with the options -------------------------------------------
+    def _forward(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if not self.compile:
+            return module(x)
+        try:
+            return _compiled_forward(module)(x)
+        except self._compile_errors as e:
+            raise _compile_error(module, e) from e
+
+    def call_amp(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Forward under autocast; scores come back in ``x``'s dtype for the loss."""
+        with torch.autocast(device_type=x.device.type, dtype=self.amp_dtype):
+            out = self._forward(module, x)
+        return out.to(x.dtype) if out.is_floating_point() else out
+
+    def _hook(self, hook: Callable[..., Any], x: torch.Tensor, labels: torch.Tensor,
+              loss_fn: Callable[..., torch.Tensor], call: Callable[..., torch.Tensor]) -> Any:
+        if call is _plain_call:  # default options: the hook's own forward is the same
+            return hook(x, labels, loss_fn)
+        if _accepts_call(hook):
+            return hook(x, labels, loss_fn, call=call)
+        return hook(x, labels, loss_fn)
+
+    def _call(self, amp: bool) -> Callable[[nn.Module, torch.Tensor], torch.Tensor]:
+        if amp and self.amp_dtype is not None:
+            return self.call_amp
+        return self._forward if self.compile else _plain_call
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.detach()
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    # what the loop needs -------------------------------------------------------------
+    def loss_and_scores(self, x: torch.Tensor, labels: torch.Tensor, *, amp: bool = False,
+                        loss_fn: Callable[..., torch.Tensor] | None = None,
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        loss_fn = loss_fn or self.loss_fn
+        call = self._call(amp)
+        if self.loss_hook is not None:
+            return self._hook(self.loss_hook, x, labels, loss_fn, call)
+        scores = call(self.model, x)
+        return loss_fn(scores, labels), scores
+
+    def gradient(self, x: torch.Tensor, labels: torch.Tensor,
+                 amp: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(grad of loss.sum() w.r.t. x, per-example loss)``."""
+        use_amp = amp and self.amp_dtype is not None
+        scale = self.scale if use_amp else 1.0
+        loss_fn = self.loss_fn
+        if scale != 1.0:
+            base = loss_fn
+
+            def loss_fn(z: torch.Tensor, lab: torch.Tensor) -> torch.Tensor:
+                return base(z, lab) * scale
+
+        xi = self._prepare(x)
+        if self.grad_hook is not None:
+            with torch.enable_grad():
+                g, loss, _ = self._hook(self.grad_hook, xi, labels, loss_fn,
+                                        self._call(use_amp))
+        else:
+            xi.requires_grad_(True)
+            with torch.enable_grad():
+                loss, _ = self.loss_and_scores(xi, labels, amp=use_amp, loss_fn=loss_fn)
+                (g,) = torch.autograd.grad(loss.sum(), xi)
+        loss = loss.detach()
+        if scale != 1.0:
+            g, loss = g / scale, loss / scale
+        if use_amp and self.amp_dtype is torch.float16 and not bool(torch.isfinite(g).all()):
+            if not self._warned_overflow:
+                log.warning("amp='fp16': the input gradient overflowed; retrying in %s "
+                            "(further retries in this run are silent)", x.dtype)
+                self._warned_overflow = True
+            return self.gradient(x, labels, amp=False)
+        return g, loss
+
+
+def _plain_call(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return module(x)
 
 
 @dataclass(frozen=True, eq=False)
@@ -143,6 +360,15 @@ class Attack:
         seed: seed of the local generator for random starts (None: nondeterministic).
         clip: clip to ``bounds`` after every step (default True). ``False`` exists only to
             reproduce flawed evaluations that forgot to clip; the eps-ball still holds.
+        amp: ``None`` (default, full precision), ``"bf16"`` or ``"fp16"``: run the forward
+            passes of the gradient computation under ``torch.autocast`` with that dtype.
+            The sign of a low-precision gradient can differ from the float32 one; see
+            ``bench/README.md`` for the measured flip rate and success-rate change.
+        channels_last: run convolutions in NHWC layout (4-D parameters are swapped for NHWC
+            copies during the run and restored afterwards; results equal to rounding).
+        compile: run the model's forward and backward compiled by ``torch.compile``
+            (compiled once per model object; the first call pays the compilation). A
+            compilation failure raises a ``RuntimeError`` naming the model.
     """
 
     eps: float | torch.Tensor
@@ -159,6 +385,9 @@ class Attack:
     bounds: tuple[float, float] = (0.0, 1.0)
     seed: int | None = 0
     clip: bool = True
+    amp: str | None = None
+    channels_last: bool = False
+    compile: bool = False
 
     name: ClassVar[str] = "attack"
     alpha_factor: ClassVar[float] = 1.0  # default alpha = alpha_factor * eps / steps
@@ -177,6 +406,11 @@ class Attack:
             raise ValueError(f"decay must be >= 0, got {self.decay!r}")
         if self.model_mode not in _MODES:
             raise ValueError(f"model_mode must be one of {_MODES}, got {self.model_mode!r}")
+        if not (self.amp is None or (isinstance(self.amp, str) and self.amp in _AMP_DTYPES)):
+            raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {self.amp!r}")
+        for flag in ("channels_last", "compile"):
+            if not isinstance(getattr(self, flag), bool):
+                raise TypeError(f"{flag} must be a bool, got {getattr(self, flag)!r}")
         get_loss(self.loss)
         # Validates eps and bounds (raises with the bad value).
         tm = ThreatModel(self.norm, self.eps, self.bounds)
@@ -236,14 +470,16 @@ class Attack:
             else:
                 generator.manual_seed(self.seed)
 
-        with model_mode(model, self.model_mode):
+        layout = _channels_last_params(model) if self.channels_last else contextlib.nullcontext()
+        with model_mode(model, self.model_mode), layout:
             self._probe(model, x, checks)
+            oracle = _Oracle(self, model)
             best: AttackResult | None = None
             for _ in range(self.restarts):
-                res = self._run_once(model, x, labels, goal, generator, record)
+                res = self._run_once(oracle, x, labels, goal, generator, record)
                 if self.restarts == 1:
                     return res
-                res = self._final_eval(model, res, labels)
+                res = self._final_eval(oracle, res, labels)
                 best = res if best is None else self._keep_best(best, res, labels, goal)
             return best
 
@@ -260,11 +496,12 @@ class Attack:
                              f"{tuple(x.shape)}")
         if x.shape[0] == 0:
             raise ValueError("x is an empty batch (0 examples)")
-        if not torch.isfinite(x).all():
+        # one pass: NaN propagates into min and max, +-inf shows in one of them
+        xmin, xmax = (float(v) for v in torch.aminmax(x))
+        if not (math.isfinite(xmin) and math.isfinite(xmax)):
             bad = int((~torch.isfinite(x)).sum())
             raise ValueError(f"x contains {bad} NaN or infinite values; expected finite pixels")
         lo, hi = self.bounds
-        xmin, xmax = float(x.min()), float(x.max())
         if xmin < lo or xmax > hi:
             raise ValueError(f"x must lie in the box [{lo}, {hi}], got values in "
                              f"[{xmin:.6g}, {xmax:.6g}] (normalise inside the model, "
@@ -277,12 +514,8 @@ class Attack:
 
     def _loss_and_scores(self, model: nn.Module, x: torch.Tensor,
                          labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        loss_fn = get_loss(self.loss)
-        hook = getattr(model, "attack_loss", None)
-        if hook is not None:
-            return hook(x, labels, loss_fn)
-        scores = model(x)
-        return loss_fn(scores, labels), scores
+        """Per-example loss and scores (full precision), through the model's hooks."""
+        return _Oracle(self, model).loss_and_scores(x, labels)
 
     @torch.no_grad()
     def _probe(self, model: nn.Module, x: torch.Tensor, checks: dict[str, torch.Tensor]) -> None:
@@ -303,49 +536,80 @@ class Attack:
                     "attacks expect logits — return logits or the loss gradient will be "
                     "weak/vanishing", UserWarning, stacklevel=4)
 
-    def _gradient(self, model: nn.Module, x_in: torch.Tensor,
+    def _gradient(self, model: nn.Module | _Oracle, x_in: torch.Tensor,
                   labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        grad = None
-        loss_sum = None
-        for _ in range(self.eot_samples):
-            xi = x_in.detach().requires_grad_(True)
-            with torch.enable_grad():
-                loss, scores = self._loss_and_scores(model, xi, labels)
-                (g,) = torch.autograd.grad(loss.sum(), xi)
-            grad = g if grad is None else grad + g
-            loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
+        """Input gradient of the summed loss (the mean of ``eot_samples`` draws) and the
+        per-example loss."""
+        oracle = model if isinstance(model, _Oracle) else _Oracle(self, model)
+        grad, loss_sum = oracle.gradient(x_in, labels)
+        for _ in range(self.eot_samples - 1):
+            g, loss = oracle.gradient(x_in, labels)
+            grad = grad + g
+            loss_sum = loss_sum + loss
         if self.eot_samples > 1:
             grad = grad / self.eot_samples
             loss_sum = loss_sum / self.eot_samples
         return grad, loss_sum
 
-    def _run_once(self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor, goal: Goal,
+    def _projector(self, tm: ThreatModel, x: torch.Tensor,
+                   alpha: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``z -> Proj_{ball & box}(z)``, for a fresh ``z`` (Linf projects it in place).
+
+        For Linf the ball and the box are both boxes, so their intersection
+        ``[max(x - eps, lo), min(x + eps, hi)]`` is computed once and each step is one clamp
+        (the same values as :meth:`ThreatModel.project`: min and max are exact and ``x`` lies
+        in the box). One Linf step of size ``alpha <= eps`` from ``x`` itself (FGSM) cannot
+        leave the ball -- ``x + alpha * sign`` rounds to at most ``x + eps`` -- so only the box
+        clamp remains."""
+        if tm.norm is not Norm.LINF:
+            return lambda z: tm.project(z, x)
+        e = tm.eps_tensor(x).reshape(-1, *([1] * (x.ndim - 1)))
+        lo, hi = tm.bounds
+        if self.steps == 1 and not self.random_start and bool((alpha <= e).all()):
+            return lambda z: z.clamp_(lo, hi)
+        low = (x - e).clamp_min_(lo)
+        high = (x + e).clamp_max_(hi)
+        return lambda z: z.clamp_(low, high)
+
+    def _run_once(self, oracle: _Oracle, x: torch.Tensor, labels: torch.Tensor, goal: Goal,
                   generator: torch.Generator, record: bool) -> AttackResult:
         tm = self.threat
         nd = x.ndim
         alpha = self.step_size(x).reshape(-1, *([1] * (nd - 1)))
         s = goal.sign
-        x_adv = tm.random_init(x, generator) if self.random_start else x.clone()
+        step = s * alpha
+        # no copy of x: every step builds a new tensor and nothing writes into x_adv
+        x_adv = tm.random_init(x, generator) if self.random_start else x
         if not self.clip:
             # unclipped protocol: only the ball applies (reproduces flawed evaluations)
             tm = ThreatModel(self.norm, self.eps, (-1e30, 1e30))
-        g = torch.zeros_like(x)
+        project = self._projector(tm, x, alpha)
+        # Without momentum the L1 normalisation is a positive per-example scale that no step
+        # direction sees, so it is skipped (I-FGSM, PGD, FGSM; MI-FGSM with mu = 0 alike).
+        momentum = self.decay > 0
+        g = torch.zeros_like(x) if momentum else None
         updates: list[torch.Tensor] = []
         loss = None
         for _ in range(self.steps):
-            x_look = x_adv + (s * self.decay) * alpha * g if self.nesterov else x_adv
-            grad, loss = self._gradient(model, x_look, labels)
-            g = self.decay * g + _l1_normalise(grad)
-            x_new = tm.project(x_adv + s * alpha * tm.step_direction(g), x)
+            x_look = x_adv + (s * self.decay) * alpha * g if self.nesterov and momentum \
+                else x_adv
+            grad, loss = self._gradient(oracle, x_look, labels)
+            # g <- mu g + grad / ||grad||_1 (one fused pass for the sum)
+            g = torch.add(_l1_normalise(grad), g, alpha=self.decay) if momentum else grad
+            # x + s alpha dir(g): for Linf s alpha sign(g) is exact, so the fused form rounds
+            # like the textbook one
+            x_new = project(torch.addcmul(x_adv, step, tm.step_direction(g)))
             if record:
                 updates.append((x_new - x_adv).detach())
             x_adv = x_new
+        if x_adv.ndim == 4 and not x_adv.is_contiguous() and x.is_contiguous():
+            x_adv = x_adv.contiguous()  # NHWC gradients (channels_last) -> the input's layout
         return AttackResult(x_adv=x_adv.detach(), loss=loss, updates=updates)
 
-    def _final_eval(self, model: nn.Module, res: AttackResult,
+    def _final_eval(self, oracle: _Oracle, res: AttackResult,
                     labels: torch.Tensor) -> AttackResult:
         with torch.no_grad():
-            loss, scores = self._loss_and_scores(model, res.x_adv, labels)
+            loss, scores = oracle.loss_and_scores(res.x_adv, labels)
         return dataclasses.replace(res, loss=loss, logits=scores)
 
     @staticmethod

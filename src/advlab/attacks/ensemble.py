@@ -12,6 +12,18 @@ The ensemble is an ``nn.Module`` usable both as an attack target and for evaluat
 fused logits; the log of the averaged probabilities; and for ``loss`` fusion
 ``sum_k w_k log_softmax(l_k)``, whose argmax is the class with the lowest fused loss.
 
+Memory: a plain ensemble attack keeps the autograd graphs of all K members until the
+backward pass, so its peak memory grows with K. With ``low_memory=True`` the input gradient
+is computed one member at a time by the chain rule through the logits::
+
+    l_k = member_k(x)                   (K forwards without graphs)
+    G_k = dJ / dl_k                     (J = the fused loss of the detached logits)
+    grad_x J = sum_k  (dl_k / dx)^T G_k  (per member: forward + backward, graph freed)
+
+which holds one member's activations at a time for the price of one extra forward per
+member. It equals the plain gradient to rounding (members must be deterministic given the
+input: a member drawing fresh noise in each forward sees different draws in its two passes).
+
 Example:
     >>> import torch
     >>> from advlab.attacks import Ensemble
@@ -24,7 +36,7 @@ Example:
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +45,12 @@ from torch import nn
 from advlab.attacks.losses import LossFn, cross_entropy
 
 __all__ = ["Ensemble", "Fusion"]
+
+Call = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+
+
+def _plain_call(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return module(x)
 
 
 class Fusion(enum.Enum):
@@ -61,10 +79,13 @@ class Ensemble(nn.Module):
         models: the member classifiers, each mapping ``[N, ...]`` to logits ``[N, C]``.
         weights: non-negative weights, one per model (default equal); normalised to sum 1.
         fuse: ``"logits"`` (default, Dong et al.), ``"probs"`` or ``"loss"``.
+        low_memory: compute attack gradients one member at a time (see the module
+            docstring): peak memory of about one member instead of K, one extra forward
+            pass per member and step.
     """
 
     def __init__(self, models: Sequence[nn.Module], weights: Sequence[float] | None = None,
-                 fuse: Fusion | str = Fusion.LOGITS) -> None:
+                 fuse: Fusion | str = Fusion.LOGITS, *, low_memory: bool = False) -> None:
         super().__init__()
         models = list(models)
         if not models:
@@ -80,13 +101,20 @@ class Ensemble(nn.Module):
                              f"got {len(weights)}")
         if any(not (w >= 0) for w in weights) or sum(weights) <= 0:
             raise ValueError(f"weights must be >= 0 with a positive sum, got {weights}")
+        if not isinstance(low_memory, bool):
+            raise TypeError(f"low_memory must be a bool, got {low_memory!r}")
         total = sum(weights)
         self.members = nn.ModuleList(models)
         self.weights = tuple(w / total for w in weights)
         self.fuse = Fusion.parse(fuse)
+        self.low_memory = low_memory
 
-    def member_logits(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return [m(x) for m in self.members]
+    def extra_repr(self) -> str:
+        return f"fuse={self.fuse.value}, weights={self.weights}, low_memory={self.low_memory}"
+
+    def member_logits(self, x: torch.Tensor, call: Call = _plain_call) -> list[torch.Tensor]:
+        """Each member's logits; ``call(module, x)`` runs one member (the attack's options)."""
+        return [call(m, x) for m in self.members]
 
     def fuse_outputs(self, logits: Sequence[torch.Tensor]) -> torch.Tensor:
         """Combine member logits into the ensemble's scores (see the module docstring)."""
@@ -108,8 +136,52 @@ class Ensemble(nn.Module):
         return loss_fn(self.fuse_outputs(logits), labels)
 
     def attack_loss(self, x: torch.Tensor, labels: torch.Tensor,
-                    loss_fn: LossFn = cross_entropy) -> tuple[torch.Tensor, torch.Tensor]:
+                    loss_fn: LossFn = cross_entropy, *, call: Call = _plain_call,
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(per-example loss, scores)`` used by the attack loop: loss fusion needs this hook
         because a weighted sum of losses is not the loss of any single set of logits."""
-        logits = self.member_logits(x)
+        logits = self.member_logits(x, call)
         return self.fused_loss(logits, labels, loss_fn), self.fuse_outputs(logits)
+
+    def input_gradient(self, x: torch.Tensor, labels: torch.Tensor,
+                       loss_fn: LossFn = cross_entropy, *, call: Call = _plain_call,
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(grad_x of the summed fused loss, per-example loss, scores)``; the attack loop
+        prefers this hook. With ``low_memory`` one member's graph exists at a time.
+
+        Example:
+            >>> import torch
+            >>> models = [torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+            ...           for _ in range(3)]
+            >>> x, y = torch.rand(2, 1, 2, 2), torch.tensor([0, 2])
+            >>> g1, _, _ = Ensemble(models, fuse="probs").input_gradient(x, y)
+            >>> g2, _, _ = Ensemble(models, fuse="probs", low_memory=True).input_gradient(x, y)
+            >>> torch.allclose(g1, g2, atol=1e-6)
+            True
+        """
+        x = x.detach()
+        if not self.low_memory:
+            xi = x.requires_grad_(True)
+            with torch.enable_grad():
+                loss, scores = self.attack_loss(xi, labels, loss_fn, call=call)
+                (grad,) = torch.autograd.grad(loss.sum(), xi)
+            return grad, loss.detach(), scores.detach()
+        with torch.no_grad():
+            logits = self.member_logits(x, call)
+        with torch.enable_grad():
+            leaves = [z.detach().requires_grad_(True) for z in logits]
+            loss = self.fused_loss(leaves, labels, loss_fn)
+            dlogits = torch.autograd.grad(loss.sum(), leaves)
+        with torch.no_grad():
+            scores = self.fuse_outputs(logits)
+        grad = None
+        for member, w, gz in zip(self.members, self.weights, dlogits, strict=True):
+            if w == 0:
+                continue  # no gradient reaches a member of weight 0
+            xi = x.detach().requires_grad_(True)
+            with torch.enable_grad():
+                (g,) = torch.autograd.grad(call(member, xi), xi, grad_outputs=gz)
+            grad = g if grad is None else grad + g
+        if grad is None:
+            grad = torch.zeros_like(x)
+        return grad, loss.detach(), scores
