@@ -13,7 +13,7 @@ from advlab import cli
 from advlab.attacks import FGSM, PGD
 from advlab.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from advlab.models import create
-from advlab.train import FinetuneConfig, TrainConfig, finetune_adversarial, fit
+from advlab.train import FinetuneConfig, TrainConfig, finetune_adversarial, fit, quick_profile
 
 SMALL = dict(epochs=2, train_size=384, test_size=200, batch_size=64)
 
@@ -173,3 +173,44 @@ def test_quick_training_of_the_zoo_cnn_reaches_97_percent(tmp_path, capsys):
     assert card["train_config"]["train_size"] == 20000 and card["epochs_completed"] == 2
     assert card["metrics"][-1]["test_acc"] >= 0.97, card["metrics"]
     assert "test 9" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("model, args, sizes", [
+    ("mnist-cnn", [], (20000, None)),
+    ("mnist-alexnet", [], (1200, 1000)),
+    ("vone-mnist-cnn", [], (6000, 2000)),
+    ("vone-mnist-cnn", ["--model-arg", "preset=report"], (2000, 1000)),
+    ("vone-mnist-alexnet", ["--model-arg", "preset=report"], (800, 500)),
+])
+def test_quick_profile_is_per_model_and_flags_override_it(monkeypatch, tmp_path, model, args,
+                                                          sizes):
+    seen = {}
+
+    def fake_fit(cfg, out, resume, progress, on_epoch):
+        seen["cfg"] = cfg
+        from advlab.train import TrainResult
+        return TrainResult(checkpoint=Path(out), metrics=[{"test_acc": 1.0}])
+
+    monkeypatch.setattr("advlab.train.fit", fake_fit)
+    base = ["train", model, "--quick", *args, "--out", str(tmp_path / "o"), "--no-progress"]
+    assert cli.main(base) == 0
+    c = seen["cfg"]
+    assert (c.epochs, c.train_size, c.test_size) == (2, *sizes)
+    assert quick_profile(model, **dict(a.split("=") for a in args[1::2])) == {
+        "epochs": 2, "train_size": sizes[0], "test_size": sizes[1]}
+    assert cli.main(base + ["--train-size", "77", "--epochs", "1"]) == 0
+    assert (seen["cfg"].epochs, seen["cfg"].train_size) == (1, 77)
+
+
+def test_cli_gradient_free_attacks_take_only_their_options(tmp_path, capsys):
+    rc = cli.main(["attack", "mnist-mlp", "--attack", "square", "--eps", "0.1", "--n", "8",
+                   "--out", str(tmp_path / "s"), "--no-progress"])
+    assert rc == 0
+    assert json.loads((tmp_path / "s" / "result.json").read_text())["max_norm"] <= 0.1 + 1e-6
+    with pytest.raises(SystemExit, match=r"--restarts does not apply to attack 'square' \(got 3\)"):
+        cli.main(["attack", "mnist-mlp", "--attack", "square", "--eps", "0.1", "--restarts", "3",
+                  "--out", str(tmp_path / "t")])
+    with pytest.raises(SystemExit, match="--steps does not apply to attack 'randomnoise'"):
+        cli.main(["attack", "mnist-mlp", "--attack", "randomnoise", "--eps", "0.1", "--steps",
+                  "5", "--out", str(tmp_path / "u")])
+    assert not (tmp_path / "t").exists() and not (tmp_path / "u").exists()

@@ -4,6 +4,8 @@
     advlab train mnist-cnn --quick               train a zoo model on MNIST
     advlab finetune runs/mnist-cnn --attack fgsm --eps 0.35 --lr 1e-4
     advlab attack runs/mnist-cnn --attack mifgsm --eps 0.3 --n 1000
+    advlab evaluate runs/mnist-cnn --attack fgsm,pgd --eps 0.1,0.2,0.3 --out runs/eval
+                                                 (also under torchrun: one shard per process)
     advlab reproduce vonenet-fgsm --quick        the VOneNet-FGSM report, end to end
     advlab audit runs/vone-mnist-cnn --eps 0.35  trustworthy-evaluation checklist
 """
@@ -14,6 +16,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -36,14 +39,53 @@ def _kv(text: str) -> tuple[str, Any]:
     return k, val
 
 
+def _name_list(text: str) -> list[str]:
+    names = [t.strip() for t in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected names separated by commas, got {text!r}")
+    return names
+
+
+def _eps_value(text: str) -> float:
+    """``0.3`` or ``16/255``: a finite number >= 0."""
+    try:
+        if "/" in text:
+            num, den = text.split("/", 1)
+            value = float(num) / float(den)
+        else:
+            value = float(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"eps must be a number like 0.3 or 16/255, got "
+                                         f"{text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"eps must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def _eps_list(text: str) -> list[float]:
+    return [_eps_value(t.strip()) for t in text.split(",")]
+
+
 def _add_attack_options(p: argparse.ArgumentParser, default_attack: str = "fgsm",
-                        default_eps: float | None = 0.35) -> None:
+                        default_eps: float | None = 0.35, *, multi: bool = False) -> None:
+    """The attack options. ``multi=True``: ``--attack`` and ``--eps`` take comma lists and
+    repeat (``args.attack`` / ``args.eps`` are then lists, None when not given)."""
     g = p.add_argument_group("attack")
-    g.add_argument("--attack", default=default_attack,
-                   help="attack name: fgsm, ifgsm (bim), pgd, mifgsm, nifgsm "
-                        f"(default {default_attack})")
-    g.add_argument("--eps", type=float, default=default_eps,
-                   help=f"perturbation budget in [0,1] pixel units (default {default_eps})")
+    if multi:
+        g.add_argument("--attack", action="append", default=None, type=_name_list,
+                       metavar="NAME[,NAME...]",
+                       help="attack names, comma-separated or repeated: fgsm, ifgsm (bim), "
+                            f"pgd, mifgsm, nifgsm (default {default_attack})")
+        g.add_argument("--eps", action="append", default=None, type=_eps_list,
+                       metavar="EPS[,EPS...]",
+                       help="budgets in pixel units ([0,1] images), comma-separated or "
+                            f"repeated; 16/255 is accepted (default {default_eps})")
+    else:
+        g.add_argument("--attack", default=default_attack,
+                       help="attack name: fgsm, ifgsm (bim), pgd, mifgsm, nifgsm "
+                            f"(default {default_attack})")
+        g.add_argument("--eps", type=float, default=default_eps,
+                       help=f"perturbation budget in [0,1] pixel units (default {default_eps})")
     g.add_argument("--norm", default="linf", choices=["linf", "l2", "l1"])
     g.add_argument("--steps", type=int, default=None, help="iterations T (attack default)")
     g.add_argument("--alpha", type=float, default=None, help="step size (default eps/T)")
@@ -56,20 +98,29 @@ def _add_attack_options(p: argparse.ArgumentParser, default_attack: str = "fgsm"
     g.add_argument("--attack-seed", type=int, default=0, help="seed of random starts")
 
 
+_OPTION_DEFAULTS: dict[str, Any] = {"restarts": 1, "loss": "ce", "eot_samples": 1, "clip": True}
+_OPTION_FLAGS = {"eot_samples": "eot", "clip": "no-clip"}
+
+
 def attack_from_args(args: argparse.Namespace):
     """Build the :class:`~advlab.attacks.Attack` that the attack options describe."""
-    from advlab.attacks import create_attack
+    from advlab.attacks import attack_class, create_attack
 
     kw: dict[str, Any] = {"eps": args.eps, "norm": args.norm, "restarts": args.restarts,
                           "loss": args.loss, "eot_samples": args.eot, "clip": not args.no_clip,
-                          "seed": args.attack_seed}
-    if args.steps is not None:
-        kw["steps"] = args.steps
-    if args.alpha is not None:
-        kw["alpha"] = args.alpha
-    if args.decay is not None:
-        kw["decay"] = args.decay
-    return create_attack(args.attack, **kw)
+                          "seed": args.attack_seed, "steps": args.steps, "alpha": args.alpha,
+                          "decay": args.decay}
+    # Options an attack does not have (e.g. --restarts for the gradient-free Square Attack) are
+    # dropped while they hold the command line's default, and refused when set.
+    fields = {f.name for f in dataclasses.fields(attack_class(args.attack))}
+    for key in [k for k in kw if k not in fields]:
+        value = kw.pop(key)
+        if value is not None and value != _OPTION_DEFAULTS.get(key):
+            flag = _OPTION_FLAGS.get(key, key.replace("_", "-"))
+            raise SystemExit(f"error: --{flag} does not apply to attack {args.attack!r} "
+                             f"(got {value!r})")
+    return create_attack(args.attack, **{k: v for k, v in kw.items()
+                                         if v is not None or k == "seed"})
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -112,11 +163,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from advlab.train import QUICK, TrainConfig, fit
+    from advlab.train import TrainConfig, fit, quick_profile
 
     kw: dict[str, Any] = {}
     if args.quick:
-        kw.update(QUICK)
+        kw.update(quick_profile(args.model, **dict(args.model_arg or [])))
     for k in ("epochs", "batch_size", "lr", "train_size", "test_size"):
         v = getattr(args, k)
         if v is not None:
@@ -218,7 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a registry model on MNIST (report defaults: Adam, "
                                    "lr 1e-3, 10 epochs, batch 64) and write a checkpoint.")
     p.add_argument("model", help="registry name, e.g. mnist-cnn or vone-mnist-cnn")
-    p.add_argument("--quick", action="store_true", help="smoke profile: 20k images, 2 epochs")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke profile: 2 epochs on a subset (20k images for the plain models, "
+                   "fewer for AlexNet and VOne models; under 2 min each)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
@@ -268,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_extra_commands(sub: Any) -> None:
     """Commands that live in other modules (reproduce, audit, evaluate)."""
+    from advlab import evaluate_cmd
+
+    evaluate_cmd.add_command(sub, _add_attack_options, _add_common)
     try:
         from advlab.experiments import cli as exp_cli
     except ImportError:

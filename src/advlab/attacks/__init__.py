@@ -44,12 +44,17 @@ def list_attacks() -> list[str]:
     return sorted(ATTACKS)
 
 
-def create_attack(name: str, **kwargs: Any) -> Any:
-    """Build a registered attack by name, e.g. ``create_attack("mifgsm", eps=16/255)``."""
+def attack_class(name: str) -> type:
+    """The class registered under ``name`` (case, ``-`` and ``_`` ignored)."""
     key = name.lower().replace("-", "").replace("_", "")
     if key not in ATTACKS:
         raise ValueError(f"unknown attack {name!r}; expected one of {list_attacks()}")
-    cls = ATTACKS[key]
+    return ATTACKS[key]
+
+
+def create_attack(name: str, **kwargs: Any) -> Any:
+    """Build a registered attack by name, e.g. ``create_attack("mifgsm", eps=16/255)``."""
+    cls = attack_class(name)
     try:
         return cls(**kwargs)
     except TypeError as e:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +36,7 @@ def add_commands(sub: Any, add_attack_options: Callable, add_common: Callable) -
     p.add_argument("--models", nargs="+", default=None, help="subset of the 8 models")
     p.add_argument("--no-audit", action="store_true", help="skip the audit of the VOne models")
     add_common(p)
-    p.set_defaults(func=_reproduce_vonenet)
+    p.set_defaults(func=_single_process(_reproduce_vonenet, "reproduce vonenet-fgsm"))
 
     try:
         from advlab.experiments import momentum
@@ -46,7 +47,7 @@ def add_commands(sub: Any, add_attack_options: Callable, add_common: Callable) -
                            description="Tables 1-3 and the figures of the momentum paper on "
                                        "an MNIST zoo, or on timm ImageNet models.")
         momentum.add_arguments(p)
-        p.set_defaults(func=momentum.main_momentum)
+        p.set_defaults(func=_single_process(momentum.main_momentum, "reproduce momentum"))
 
     p = sub.add_parser("audit", help="trustworthy-evaluation checklist for a model",
                        description="Run the checklist (randomness/EOT, iterative >= single "
@@ -63,6 +64,24 @@ def add_commands(sub: Any, add_attack_options: Callable, add_common: Callable) -
     p.add_argument("--model-arg", action="append", default=None, metavar="KEY=VALUE")
     add_common(p)
     p.set_defaults(func=_audit)
+
+
+def _single_process(fn: Callable[[argparse.Namespace], int], command: str
+                    ) -> Callable[[argparse.Namespace], int]:
+    """``fn``, refusing to run as one of several torchrun processes: the reproductions do not
+    split their work yet, and N full copies would race on the same cache and output files."""
+
+    def run(args: argparse.Namespace) -> int:
+        world = os.environ.get("WORLD_SIZE", "1")
+        if "RANK" in os.environ and world != "1":
+            raise ValueError(f"advlab {command} does not split its work across torchrun "
+                             f"processes (WORLD_SIZE={world}); run it as one process, or use "
+                             f"advlab evaluate, which does")
+        return fn(args)
+
+    run.__name__ = getattr(fn, "__name__", "run")
+    run.__doc__ = fn.__doc__
+    return run
 
 
 def _reproduce_vonenet(args: argparse.Namespace) -> int:

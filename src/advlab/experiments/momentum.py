@@ -1941,16 +1941,10 @@ def _resolve_threads(threads: int | str | None) -> int | None:
 
 # -- command line ------------------------------------------------------------------------------
 def _eps_value(text: str) -> float:
-    """``0.2`` or ``16/255``."""
-    try:
-        if "/" in text:
-            a, b = text.split("/", 1)
-            v = float(a) / float(b)
-        else:
-            v = float(text)
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"eps must be a number like 0.2 or 16/255, got "
-                                         f"{text!r}") from None
+    """``0.2`` or ``16/255``, in (0, 1] (the command line's eps parser, then the range)."""
+    from advlab.cli import _eps_value as parse_eps
+
+    v = parse_eps(text)
     if not 0 < v <= 1:
         raise argparse.ArgumentTypeError(f"eps must be in (0, 1] (pixels in [0, 1]), got {v}")
     return v

@@ -54,6 +54,9 @@ class ModelInfo:
         randomized: True if two forward passes on the same input can differ (stochastic model;
             evaluate it with expectation over transformation and many draws).
         reference: the paper or document the architecture comes from.
+        quick_train_size, quick_test_size: the data subset of ``advlab train --quick`` (two
+            epochs) for this model, chosen so that the smoke run takes under two minutes on a
+            2-core CPU (``None`` test size: the whole test set).
     """
 
     name: str
@@ -62,6 +65,8 @@ class ModelInfo:
     description: str
     randomized: bool = False
     reference: str = ""
+    quick_train_size: int = 20000
+    quick_test_size: int | None = None
 
 
 _METADATA_FIELDS = tuple(f.name for f in dataclasses.fields(ModelInfo) if f.name != "name")
@@ -178,6 +183,8 @@ def model_info(name: str, **kwargs: Any) -> ModelInfo:
     values["input_shape"] = tuple(int(s) for s in values["input_shape"])
     values["num_classes"] = int(values["num_classes"])
     values["randomized"] = bool(values.get("randomized", False))
+    if "quick_train_size" in values:
+        values["quick_train_size"] = int(values["quick_train_size"])
     return ModelInfo(name=name, **values)
 
 

@@ -1030,6 +1030,19 @@ def _config_from_arguments(args: dict[str, Any]) -> VOneConfig:
     return _resolve_config(args["preset"], overrides, "vone model")
 
 
+#: ``advlab train --quick`` subsets (train, test) per backbone and preset, from the training and
+#: inference speeds of bench/zoo_speed.py on the 2-core CPU (2 epochs in under two minutes).
+_QUICK_SIZES = {
+    ("mnist-alexnet", "sound"): (1200, 1000), ("mnist-alexnet", "report"): (800, 500),
+    ("mnist-mlp", "sound"): (5000, 2000), ("mnist-mlp", "report"): (2000, 1000),
+}
+
+
+def _quick_sizes(backbone: str, preset: str) -> tuple[int, int]:
+    default = (6000, 2000) if preset == "sound" else (2000, 1000)
+    return _QUICK_SIZES.get((backbone, preset), default)
+
+
 def _register_vone(name: str, backbone: str, label: str) -> None:
     def factory(*, preset: str = "sound", num_classes: int = 10, **overrides: Any) -> VOneNet:
         given = {k: v for k, v in overrides.items() if v is not None}
@@ -1057,6 +1070,8 @@ def _register_vone(name: str, backbone: str, label: str) -> None:
         description=f"VOneBlock + bottleneck + {label} (stochastic V1 front end)",
         randomized=lambda a: _config_from_arguments(a).randomized,
         reference="Dapello et al., NeurIPS 2020 (VOneNet); Kim & Ahn 2021 report",
+        quick_train_size=lambda a: _quick_sizes(backbone, a["preset"])[0],
+        quick_test_size=lambda a: _quick_sizes(backbone, a["preset"])[1],
     )(factory)
 
 
