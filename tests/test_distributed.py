@@ -15,6 +15,8 @@ import torch
 from advlab.attacks import PGD
 from advlab.distributed import (
     DistInfo,
+    check_shared_dir,
+    deal,
     gather_results,
     get_world_size,
     init_from_env,
@@ -175,3 +177,58 @@ def test_torchrun_two_processes_equal_one(tmp_path):
         same(two[key], one[key])
         assert one[key].n == 70
     assert one["pgd_targeted_strided"].targeted
+
+
+@pytest.mark.parametrize("costs, world", [([], 3), ([1.0], 2), ([3, 1, 4, 1, 5, 9, 2, 6], 3),
+                                          ([1.0] * 7, 2), ([0.0, 0.0, 5.0], 4)])
+def test_deal_covers_every_item_and_balances_the_cost(costs, world):
+    owners = deal(costs, world)
+    assert len(owners) == len(costs) and all(0 <= r < world for r in owners)
+    assert owners == deal(list(costs), world)  # every rank computes the same owners
+    load = [sum(c for c, r in zip(costs, owners) if r == k) for k in range(world)]
+    # greedy, costliest first: no rank carries more than the lightest one plus one item
+    assert max(load) - min(load) <= max(costs, default=0)
+    if len(costs) >= world and len(set(costs)) == 1:
+        assert max(load) - min(load) <= costs[0]
+
+
+def test_deal_errors():
+    with pytest.raises(ValueError, match="world must be an integer >= 1, got 0"):
+        deal([1.0], 0)
+
+
+def test_check_shared_dir_is_a_no_op_in_one_process(tmp_path, monkeypatch):
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    check_shared_dir(tmp_path / "nowhere")
+    assert not (tmp_path / "nowhere").exists()
+
+
+SHARED_SCRIPT = textwrap.dedent('''
+    import sys
+    from pathlib import Path
+    from advlab.distributed import barrier, check_shared_dir, cleanup, get_rank, init_from_env
+
+    init_from_env()
+    root = Path(sys.argv[1])
+    check_shared_dir(root / "shared")  # the same directory on every rank: passes
+    barrier()
+    if get_rank() == 0:
+        assert list((root / "shared").iterdir()) == []  # the probe is gone
+    try:  # another directory on each rank, as on two nodes without a shared filesystem
+        check_shared_dir(root / f"rank{get_rank()}", option="--cache")
+    except RuntimeError as e:
+        (root / f"error{get_rank()}.txt").write_text(str(e))
+    cleanup()
+''')
+
+
+def test_check_shared_dir_names_the_ranks_that_do_not_share_it(tmp_path):
+    script = tmp_path / "shared.py"
+    script.write_text(SHARED_SCRIPT)
+    run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         str(script), str(tmp_path)], tmp_path)
+    for r in (0, 1):  # every rank fails, with the same diagnosis
+        msg = (tmp_path / f"error{r}.txt").read_text()
+        assert "is not shared by all processes: rank(s) [1] do not see rank 0's files" in msg
+        assert msg.startswith(f"--cache '{tmp_path / f'rank{r}'}'")

@@ -196,8 +196,34 @@ def test_other_ranks_compute_but_neither_write_nor_print(tmp_path, monkeypatch, 
     assert capsys.readouterr().out == ""
 
 
-def test_reproduce_refuses_to_run_as_several_processes(monkeypatch, capsys):
-    monkeypatch.setenv("RANK", "0")
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    code, err = run_main(["reproduce", "vonenet-fgsm", "--quick"], capsys)
-    assert code == 2 and "does not split its work across torchrun processes" in err
+@pytest.mark.parametrize("experiment, module, fn", [
+    ("vonenet-fgsm", "advlab.experiments.vonenet", "run_vonenet"),
+    ("momentum", "advlab.experiments.momentum", "run_momentum"),
+])
+def test_reproduce_runs_as_one_rank_of_a_torchrun_job(tmp_path, monkeypatch, capsys,
+                                                      experiment, module, fn):
+    """Under torchrun, reproduce joins the process group (gloo on CPU), runs the experiment
+    (which deals its work to the ranks; rank 1 gets None back), prints nothing on rank 1 and
+    leaves the group."""
+    import importlib
+    import logging
+
+    for k, v in (("RANK", "1"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "1")):
+        monkeypatch.setenv(k, v)
+    calls = []
+
+    def init(backend=None, **kw):
+        calls.append(("init", backend, str(kw.get("device"))))
+        return DistInfo(rank=1, world_size=2, local_rank=1, backend="gloo")
+
+    monkeypatch.setattr(advlab.distributed, "init_from_env", init)
+    monkeypatch.setattr(advlab.distributed, "cleanup", lambda: calls.append(("cleanup",)))
+    monkeypatch.setattr(importlib.import_module(module), fn,
+                        lambda *a, **k: calls.append(("run", k["cache_dir"])))
+    level = logging.getLogger("advlab").level
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    assert main(["reproduce", experiment, "--quick", "--out", str(out), "--cache",
+                 str(cache)]) == 0
+    assert calls == [("init", "gloo", "cpu"), ("run", str(cache)), ("cleanup",)]
+    assert capsys.readouterr().out == "" and not out.exists()
+    assert logging.getLogger("advlab").level == level  # restored for whatever runs next

@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -34,14 +38,16 @@ TABLES = ["models", "table1", "table1_on_correct", "table2", "table2_on_correct"
 FIGURES = ["decay.png", "iterations.png", "eps.png", "cosine.png", "examples.png"]
 
 
+def tiny_mlp() -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 10))
+
+
 @pytest.fixture(scope="module", autouse=True)
 def tiny_model():
     """A 784-32-10 MLP in the registry: trains in a blink, attacks in milliseconds."""
     if TINY not in list_models():
-        @register(TINY, input_shape=(1, 28, 28), num_classes=10,
-                  description="tiny MLP for the momentum tests")
-        def _tiny() -> nn.Module:
-            return nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 10))
+        register(TINY, input_shape=(1, 28, 28), num_classes=10,
+                 description="tiny MLP for the momentum tests")(tiny_mlp)
     yield
     unregister(TINY)
 
@@ -309,3 +315,78 @@ def test_add_arguments_keeps_options_the_parser_already_has():
     sub = argparse.ArgumentParser().add_subparsers()
     q = mm.add_cli(sub)
     assert q.parse_args(["--quick"]).func is mm.main_momentum
+
+
+# -- torchrun ----------------------------------------------------------------------------------
+SRC = Path(__file__).resolve().parents[1] / "src"
+#: ``advlab reproduce momentum`` on the tiny configuration (the CLI, the tiny model registered)
+CLI_SCRIPT = textwrap.dedent('''
+    import sys
+    import advlab.cli
+    import test_momentum as tm
+    from advlab.experiments import momentum
+    from advlab.models import register
+
+    register(tm.TINY, input_shape=(1, 28, 28), num_classes=10, description="tiny")(tm.tiny_mlp)
+    momentum.config_from_args = lambda args: tm.tiny_cfg()
+    sys.exit(advlab.cli.main(["reproduce", "momentum", "--out", "out", "--cache", "cache",
+                              "--no-progress", "--threads", "1"]))
+''')
+#: results.json entries that measure the run rather than the experiment
+RUN_KEYS = ("seconds", "total_seconds", "compute_seconds", "computed_gflop", "gflop_per_s",
+            "projection")
+
+
+def run_script(script: Path, cwd: Path, nproc: int) -> str:
+    cwd.mkdir()
+    env = dict(os.environ, OMP_NUM_THREADS="1", ADVLAB_PROGRESS="0",
+               PYTHONPATH=os.pathsep.join([str(SRC), str(Path(__file__).parent)]))
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    launch = [] if nproc == 1 else ["-m", "torch.distributed.run", "--standalone",
+                                    "--nproc-per-node", str(nproc)]
+    proc = subprocess.run([sys.executable, *launch, str(script)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def tree(d: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def without_run_lines(text: bytes) -> list[str]:
+    """The report without the lines that state how long the run took."""
+    return [line for line in text.decode().splitlines()
+            if "Wall time of this run" not in line and "Projected time" not in line]
+
+
+def test_torchrun_two_processes_write_the_same_files(tmp_path):
+    """``torchrun --nproc-per-node 2 -m advlab reproduce momentum`` deals the units to the
+    ranks and writes the same tables, figures and config as one process (separate caches, so
+    both compute everything; the same relative paths, so the files name the same places)."""
+    script = tmp_path / "reproduce.py"
+    script.write_text(CLI_SCRIPT)
+    out1 = run_script(script, tmp_path / "one", 1)
+    out2 = run_script(script, tmp_path / "two", 2)
+    a, b = tree(tmp_path / "one" / "out"), tree(tmp_path / "two" / "out")
+    assert sorted(a) == sorted(b)
+    assert {f"tables/{n}.csv" for n in TABLES} <= set(a)
+    exact = [n for n in a if n not in ("results.json", "report.md", "report.html")]
+    assert [n for n in exact if a[n] != b[n]] == []  # tables, figures, config.json
+    for name in ("report.md", "report.html"):
+        assert without_run_lines(a[name]) == without_run_lines(b[name]), name
+    r1, r2 = json.loads(a["results.json"]), json.loads(b["results.json"])
+    # the same work, counted on two ranks: equal FLOPs, summed in another order
+    assert r1["computed_gflop"] == pytest.approx(r2["computed_gflop"], rel=1e-9)
+    for r in (r1, r2):
+        for k in RUN_KEYS:
+            r.pop(k)
+        for m in r["models"].values():  # how fast each model trained
+            m["train_metrics"].pop("seconds")
+            m["train_metrics"].pop("images_per_s")
+    assert r1 == r2  # counters summed over the ranks: every unit computed exactly once
+    assert r2["attack_calls"] == r2["planned"]["attack_units"] > 0 and r2["trainings"] == 7
+    # only rank 0 prints, and nothing lands outside out/ and the cache
+    assert out2.count("report: ") == 1 and out1.count("report: ") == 1
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["cache", "out"]

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -92,3 +97,71 @@ def test_second_run_recomputes_nothing(run):
     assert first["result_computations"] > 0 and first["tensor_computations"] > 0
     assert second["result_computations"] == 0 and second["tensor_computations"] == 0
     assert second["sound"] == first["sound"] and second["as_reported"] == first["as_reported"]
+
+
+# -- torchrun ----------------------------------------------------------------------------------
+SRC = Path(__file__).resolve().parents[1] / "src"
+#: ``advlab reproduce vonenet-fgsm --quick`` on the tiny configuration
+CLI_SCRIPT = textwrap.dedent('''
+    import sys
+    import advlab.cli
+    import test_vonenet as tv
+    from advlab.experiments.vonenet import VoneNetConfig
+
+    quick = VoneNetConfig.preset
+    VoneNetConfig.preset = staticmethod(lambda name, **kw: quick(name, **{**tv.TINY, **kw}))
+    sys.exit(advlab.cli.main(["reproduce", "vonenet-fgsm", "--quick", "--out", "out",
+                              "--cache", "cache", "--no-progress"]))
+''')
+
+
+def run_script(script: Path, cwd: Path, nproc: int) -> str:
+    cwd.mkdir()
+    env = dict(os.environ, OMP_NUM_THREADS="1", ADVLAB_PROGRESS="0",
+               PYTHONPATH=os.pathsep.join([str(SRC), str(Path(__file__).parent)]))
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    launch = [] if nproc == 1 else ["-m", "torch.distributed.run", "--standalone",
+                                    "--nproc-per-node", str(nproc)]
+    proc = subprocess.run([sys.executable, *launch, str(script)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def tree(d: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def test_torchrun_two_processes_write_the_same_files(tmp_path):
+    """``torchrun --nproc-per-node 2 -m advlab reproduce vonenet-fgsm`` deals whole work items
+    (a model's training, fine-tuning, as-reported, sound, sweep or audit evaluation) to the
+    ranks, so every noise draw is the one-process draw: the same tables, figures and config,
+    byte for byte (separate caches; the same relative paths, which the cache keys hold)."""
+    script = tmp_path / "reproduce.py"
+    script.write_text(CLI_SCRIPT)
+    out1 = run_script(script, tmp_path / "one", 1)
+    out2 = run_script(script, tmp_path / "two", 2)
+    a, b = tree(tmp_path / "one" / "out"), tree(tmp_path / "two" / "out")
+    assert sorted(a) == sorted(b)
+    assert {"final.csv", "audit.json", "figures/eps_sweep.png", "config.json"} <= set(a)
+    exact = [n for n in a if n not in ("results.json", "report.md", "report.html")]
+    assert [n for n in exact if a[n] != b[n]] == []
+
+    def timeless(text: bytes) -> list[str]:  # the run time is the only line that may differ
+        return [line for line in text.decode().splitlines() if "Run time: " not in line]
+
+    for name in ("report.md", "report.html"):
+        assert timeless(a[name]) == timeless(b[name]), name
+    r1, r2 = json.loads(a["results.json"]), json.loads(b["results.json"])
+    for r in (r1, r2):  # how long the run and each fine-tuning epoch took
+        assert r.pop("seconds") > 0
+        for c in r["curves"].values():
+            for row in c:
+                row.pop("seconds")
+    assert r1 == r2  # computations summed over the ranks: each item computed once
+    assert r2["result_computations"] > 0 and r2["tensor_computations"] > 0
+    # rank 0 alone prints, and nothing lands outside out/ and the cache
+    assert out1.count("\nreport: ") == out2.count("\nreport: ") == 1
+    assert out1.count("\ndone in ") == out2.count("\ndone in ") == 1
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["cache", "out"]

@@ -39,8 +39,9 @@ import datetime
 import logging
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -57,7 +58,8 @@ from advlab.evaluate import (
 )
 
 __all__ = ["DistInfo", "init_from_env", "shard_indices", "gather_results", "is_main",
-           "get_rank", "get_world_size", "cleanup", "sharded_evaluate_attack"]
+           "get_rank", "get_world_size", "cleanup", "sharded_evaluate_attack", "barrier",
+           "broadcast_object", "deal", "check_shared_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +206,76 @@ def gather_results(obj: Any, *, dst: int = 0, all_ranks: bool = False) -> list[A
         return out
     dist.gather_object(obj, out if get_rank() == dst else None, dst=dst)
     return out if get_rank() == dst else None
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op without a process group)."""
+    if get_world_size() > 1:
+        dist.barrier()
+
+
+def broadcast_object(obj: Any, *, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` on every rank (``obj`` itself without a process group)."""
+    if get_world_size() == 1:
+        return obj
+    box = [obj if get_rank() == src else None]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def deal(costs: Sequence[float], world: int) -> list[int]:
+    """The rank that computes each item: the costliest first, each to the least loaded rank
+    (ties: the lower rank, then the earlier item). Deterministic: every rank given the same
+    costs computes the same owners.
+
+    Example:
+        >>> deal([1.0, 5.0, 2.0, 2.0], 2)
+        [1, 0, 1, 1]
+    """
+    if isinstance(world, bool) or not isinstance(world, int) or world < 1:
+        raise ValueError(f"world must be an integer >= 1, got {world!r}")
+    load = [0.0] * world
+    owners = [0] * len(costs)
+    for i in sorted(range(len(costs)), key=lambda i: (-float(costs[i]), i)):
+        r = min(range(world), key=lambda r: (load[r], r))
+        owners[i] = r
+        load[r] += float(costs[i])
+    return owners
+
+
+def check_shared_dir(path: str | os.PathLike[str], *, option: str = "--cache") -> None:
+    """Fail on every rank unless all ranks see the same directory ``path``.
+
+    Rank 0 writes a token file there, every rank reads it back after a barrier. Work dealt to
+    the ranks meets in such a directory (a cache that rank 0 reads at the end): on one node it
+    is always shared; across nodes it must sit on a shared filesystem. No-op in one process.
+    """
+    if get_world_size() == 1:
+        return
+    import uuid
+
+    root = Path(path)
+    token = broadcast_object(uuid.uuid4().hex if get_rank() == 0 else None)
+    probe = root / f".shared-check-{token}"
+    if get_rank() == 0:
+        root.mkdir(parents=True, exist_ok=True)
+        probe.write_text(token)
+    barrier()
+    try:
+        seen = probe.read_text() == token
+    except OSError:
+        seen = False
+    votes = gather_results((get_rank(), seen), all_ranks=True) or []
+    barrier()
+    if get_rank() == 0:
+        probe.unlink(missing_ok=True)
+    blind = [r for r, ok in votes if not ok]
+    if blind:
+        raise RuntimeError(
+            f"{option} {str(root)!r} is not shared by all processes: rank(s) {blind} do not "
+            f"see rank 0's files there. Every rank stores its share of the work in this "
+            f"directory and rank 0 assembles the results from it: on several nodes, put it on "
+            f"a shared filesystem")
 
 
 def sharded_evaluate_attack(model: nn.Module, attack: Any, x: torch.Tensor, y: torch.Tensor,

@@ -365,6 +365,9 @@ def finetune_adversarial(checkpoint: str | os.PathLike[str], attack: Attack,
                                                                cfg.eval_batch_size),
                 "adv_acc": adv_acc(), "train_loss": train_loss, "seconds": seconds}
 
+    # row 0 from seeded noise too: the curves must not depend on what the process ran before
+    # (a randomised model's noise seed is drawn from the global RNG when it is loaded)
+    seed_everything(model, epoch_seed(cfg.seed, 0, "finetune-before"))
     curves = [row(0, None, 0.0)]
     n = x_tr.shape[0]
     for epoch in range(cfg.epochs):

@@ -17,7 +17,9 @@ def add_commands(sub: Any, add_attack_options: Callable, add_common: Callable) -
     rp = sub.add_parser("reproduce", help="rerun a source document's experiments end to end",
                         description="Reproduce a document: vonenet-fgsm (the VOneNet-FGSM "
                                     "student report + a sound evaluation) or momentum (Dong et "
-                                    "al., CVPR 2018).")
+                                    "al., CVPR 2018). Under torchrun the work units are dealt "
+                                    "to the processes through the shared --cache and rank 0 "
+                                    "writes the same files as one process.")
     exp = rp.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
 
     p = exp.add_parser("vonenet-fgsm", help="the VOneNet-FGSM report, then a sound evaluation",
@@ -33,10 +35,12 @@ def add_commands(sub: Any, add_attack_options: Callable, add_common: Callable) -
                         "~/.cache/advlab)")
     p.add_argument("--eps", type=float, default=None, help="FGSM eps (default 0.35)")
     p.add_argument("--eot", type=int, default=None, help="EOT samples of the sound protocol")
-    p.add_argument("--models", nargs="+", default=None, help="subset of the 8 models")
+    p.add_argument("--models", nargs="+", default=None,
+                   help="subset of the 8 models (default: all 8; --quick leaves out the two "
+                        "AlexNets, too slow to train usefully in minutes on a CPU)")
     p.add_argument("--no-audit", action="store_true", help="skip the audit of the VOne models")
     add_common(p)
-    p.set_defaults(func=_single_process(_reproduce_vonenet, "reproduce vonenet-fgsm"))
+    p.set_defaults(func=_torchrun_aware(_reproduce_vonenet))
 
     try:
         from advlab.experiments import momentum
@@ -47,7 +51,7 @@ def add_commands(sub: Any, add_attack_options: Callable, add_common: Callable) -
                            description="Tables 1-3 and the figures of the momentum paper on "
                                        "an MNIST zoo, or on timm ImageNet models.")
         momentum.add_arguments(p)
-        p.set_defaults(func=_single_process(momentum.main_momentum, "reproduce momentum"))
+        p.set_defaults(func=_torchrun_aware(momentum.main_momentum))
 
     p = sub.add_parser("audit", help="trustworthy-evaluation checklist for a model",
                        description="Run the checklist (randomness/EOT, iterative >= single "
@@ -66,18 +70,41 @@ def add_commands(sub: Any, add_attack_options: Callable, add_common: Callable) -
     p.set_defaults(func=_audit)
 
 
-def _single_process(fn: Callable[[argparse.Namespace], int], command: str
+def _torchrun_aware(fn: Callable[[argparse.Namespace], int]
                     ) -> Callable[[argparse.Namespace], int]:
-    """``fn``, refusing to run as one of several torchrun processes: the reproductions do not
-    split their work yet, and N full copies would race on the same cache and output files."""
+    """``fn``, run as one process or as one rank of a torchrun job.
+
+    Under torchrun (``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` set) this process joins the
+    process group first -- gloo on CPU, nccl with ``--device cuda`` (each rank on
+    ``cuda:LOCAL_RANK``) -- and leaves it afterwards. The experiment deals its work units to
+    the ranks through the shared ``--cache`` and rank 0 writes the files; the other ranks
+    only log errors.
+    """
 
     def run(args: argparse.Namespace) -> int:
-        world = os.environ.get("WORLD_SIZE", "1")
-        if "RANK" in os.environ and world != "1":
-            raise ValueError(f"advlab {command} does not split its work across torchrun "
-                             f"processes (WORLD_SIZE={world}); run it as one process, or use "
-                             f"advlab evaluate, which does")
-        return fn(args)
+        import logging
+
+        if not all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK")):
+            return fn(args)
+        import torch.distributed as dist
+
+        from advlab.distributed import cleanup, init_from_env
+        from advlab.evaluate_cmd import _device
+
+        dev = _device(getattr(args, "device", "cpu") or "cpu", True)
+        owned = not (dist.is_available() and dist.is_initialized())
+        info = init_from_env("nccl") if dev.type == "cuda" else \
+            init_from_env("gloo", device=dev)
+        logger = logging.getLogger("advlab")
+        level = logger.level
+        if info.rank != 0:
+            logger.setLevel(logging.ERROR)  # rank 0 speaks for the job
+        try:
+            return fn(args)
+        finally:
+            logger.setLevel(level)
+            if owned:
+                cleanup()
 
     run.__name__ = getattr(fn, "__name__", "run")
     run.__doc__ = fn.__doc__
@@ -98,6 +125,8 @@ def _reproduce_vonenet(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     res = run_vonenet(cfg, args.out, cache_dir=args.cache, progress=not args.no_progress,
                       audit=not args.no_audit)
+    if res is None:  # another rank of a torchrun job: its share is in the cache
+        return 0
     for line in res["claims"]:
         print(line)
     print(f"done in {time.perf_counter() - t0:.0f} s")

@@ -35,6 +35,12 @@ on every target, whose predictions are cached too. A killed run resumes at the u
 in; a repeated run recomputes nothing (``attack_calls == 0`` in the returned dict). Figures
 and tables share units (the decay sweep at mu = 1 *is* Table 1's MI-FGSM, T = 1 *is* FGSM).
 
+Under ``torchrun`` (``torchrun --standalone --nproc-per-node N -m advlab reproduce momentum``)
+the training units (normal models, then the adversarially trained ones) and then the clean
+predictions and attack chunks are dealt to the processes, which store them in the shared
+cache; rank 0 assembles the results from it and writes the same tables and figures as one
+process (:meth:`_Runner.share_work`).
+
 One progress bar covers the whole experiment (training and attack units, precomputed with
 their cost in FLOPs, so the ETA weighs a 70M-parameter AlexNet step as what it is).
 
@@ -1035,7 +1041,110 @@ class _Runner:
         return xa.float() / 255 if xa.dtype == torch.uint8 else xa
 
     # -- the whole experiment ------------------------------------------------------------
-    def run(self) -> dict[str, Any]:
+    def clean_costs(self, chunks: list[_Chunk]) -> dict[tuple[int, int], float]:
+        """(start, stop) of every chunk -> cost of its clean predictions (0 when cached)."""
+        return {se: 0.0 if _cache_file(self.cache, "clean", self.clean_cfg(*se)).is_file()
+                else (se[1] - se[0]) * sum(m.flops + _OVERHEAD for m in self.members.values())
+                for se in sorted({(c.start, c.stop) for c in chunks})}
+
+    def plan_all(self, plan: _Plan) -> tuple[list, list[_Chunk], dict[tuple[int, int], float],
+                                              float]:
+        """Every training and attack unit with its cost, and ``self.planned``."""
+        train = self.train_units()
+        # plan every work unit now, for the costs and what is cached: members that are not
+        # trained yet have provisional keys, so nothing that depends on them counts as cached
+        self.refresh_keys()
+        _, chunks = self.make_chunks(plan)
+        clean_cost = self.clean_costs(chunks)
+        total = sum(c for _, c, cached, _ in train if not cached) + \
+            sum(c.cost for c in chunks) + sum(clean_cost.values())
+        self.planned = {"train_units": len(train), "attack_units": len(chunks),
+                        "attack_units_cached": sum(c.cached == "pred" for c in chunks),
+                        "gflop": total / 1e9}
+        return train, chunks, clean_cost, total
+
+    def _share(self, units: list[tuple[str, float, str, Callable[[], Any]]], bar: _Bar,
+               rank: int, world: int) -> None:
+        """Run this rank's units of ``units`` ((label, cost, cache key, run)), then wait for
+        the other ranks. Units with the same key are one unit (no two ranks write the same
+        cache entry); rank 0 deals them by cost and tells the others."""
+        from advlab.distributed import barrier, broadcast_object, deal
+
+        first: dict[str, int] = {}
+        for i, (_, _, key, _) in enumerate(units):
+            first.setdefault(key, i)
+        todo = list(first.values())
+        owners = broadcast_object(deal([units[i][1] for i in todo], world)
+                                  if rank == 0 else None)
+        for i, owner in zip(todo, owners, strict=True):
+            if owner != rank:
+                continue
+            label, cost, _, fn = units[i]
+            bar.start(label)
+            t0 = time.perf_counter()
+            fn()
+            if cost:
+                self.computed_flops += cost
+                self.compute_seconds += time.perf_counter() - t0
+            bar.step(cost)
+        barrier()
+
+    def share_work(self, plan: _Plan) -> dict[str, Any] | None:
+        """Under torchrun: compute this rank's share of every unit into the shared cache.
+
+        Three phases, each dealt to the ranks and closed by a barrier: the normal models'
+        trainings; the adversarially trained models (they need the normal ones); the clean
+        predictions and attack chunks. Returns the plan as it stood before anything was
+        computed on rank 0, with the counters of all ranks summed into this runner (which
+        then assembles the results from the cache), and None on the other ranks."""
+        from advlab.distributed import barrier, check_shared_dir, gather_results, get_rank
+
+        rank, world = get_rank(), self.world
+        check_shared_dir(self.cache_dir)
+        train, _, _, total = self.plan_all(plan)
+        planned = dict(self.planned)
+        barrier()  # every rank planned (reading what is cached) before any rank writes
+        bar = _Bar(total / world, self.progress and rank == 0)
+        try:
+            n_normal = len(self.cfg.normal) if self.cfg.suite == "mnist" else 0
+            for phase in ("normal", "adversarial"):
+                units = train[:n_normal] if phase == "normal" else train[n_normal:]
+                specs = self.cfg.normal if phase == "normal" else self.cfg.adversarial
+                keys = [str(self.members[s.role].checkpoint) if phase == "normal" else
+                        str(self._adv_path(_advtrain_cfg(self.cfg, s, self.members)))
+                        for s in specs]
+                self._share([(lbl, 0.0 if cached else cost, key, fn)
+                             for (lbl, cost, cached, fn), key in zip(units, keys, strict=True)],
+                            bar, rank, world)
+                for (_, _, _, fn), s in zip(units, specs, strict=True):
+                    if self.members[s.role].module is None:
+                        fn()  # trained by another rank: load it from the cache
+                # the adversarial units again: their static models are trained now
+                train = train[:n_normal] + self.train_units()[n_normal:]
+            self.refresh_keys()
+            _, chunks = self.make_chunks(plan)
+            labels = {r: self.members[r].label for r in self.roles}
+            units = [(f"clean predictions [{s}:{e}]", cost,
+                      "clean:" + config_hash(self.clean_cfg(s, e)),
+                      lambda se=(s, e): self.clean_preds(*se))
+                     for (s, e), cost in self.clean_costs(chunks).items()]
+            units += [(ch.label(labels), ch.cost, "pred:" + config_hash(ch.pred_cfg),
+                       lambda ch=ch: self.run_chunk(ch)) for ch in chunks]
+            self._share(units, bar, rank, world)
+        finally:
+            bar.close()
+        counts = gather_results((self.attack_calls, self.trainings, self.computed_flops,
+                                 self.compute_seconds))
+        if counts is None:
+            return None
+        self.attack_calls, self.trainings = (sum(c[i] for c in counts) for i in (0, 1))
+        self.computed_flops, self.compute_seconds = (sum(c[i] for c in counts) for i in (2, 3))
+        return planned
+
+    def run(self) -> dict[str, Any] | None:
+        """The whole experiment (None on the ranks other than 0 of a torchrun job)."""
+        from advlab.distributed import get_world_size
+
         t_start = time.perf_counter()
         cfg = self.cfg
         self.members = _build_members(cfg, self.cache_dir)
@@ -1045,22 +1154,16 @@ class _Runner:
         self.load_data()
         cfg = self.cfg
         plan = _plan(cfg)
-        train = self.train_units()
-        # plan every work unit now, for the costs and what is cached: members that are not
-        # trained yet have provisional keys, so nothing that depends on them counts as cached
-        self.refresh_keys()
-        per_unit, chunks = self.make_chunks(plan)
-        n_clean = sorted({(c.start, c.stop) for c in chunks})
-        clean_cost = {se: 0.0 if _cache_file(self.cache, "clean",
-                                             self.clean_cfg(*se)).is_file()
-                      else (se[1] - se[0]) * sum(m.flops + _OVERHEAD
-                                                 for m in self.members.values())
-                      for se in n_clean}
-        total = sum(c for _, c, cached, _ in train if not cached) + \
-            sum(c.cost for c in chunks) + sum(clean_cost.values())
-        self.planned = {"train_units": len(train), "attack_units": len(chunks),
-                        "attack_units_cached": sum(c.cached == "pred" for c in chunks),
-                        "gflop": total / 1e9}
+        self.world = get_world_size()
+        shared = None
+        if self.world > 1:
+            shared = self.share_work(plan)
+            if shared is None:
+                return None
+        train, chunks, clean_cost, total = self.plan_all(plan)
+        n_clean = list(clean_cost)
+        if shared is not None:  # what was to compute when the ranks started
+            self.planned = shared
         log.info("momentum: %d training units, %d attack units (%d cached), %.1f GFLOP",
                  len(train), len(chunks), self.planned["attack_units_cached"], total / 1e9)
         bar = _Bar(total, self.progress)
@@ -1079,7 +1182,11 @@ class _Runner:
             self.clean: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
             for se in n_clean:
                 bar.start(f"clean predictions [{se[0]}:{se[1]}]")
+                t0 = time.perf_counter()
                 self.clean[se] = self.clean_preds(*se)
+                if clean_cost[se]:
+                    self.computed_flops += clean_cost[se]
+                    self.compute_seconds += time.perf_counter() - t0
                 bar.step(clean_cost[se])
             self.preds: dict[tuple, dict[str, torch.Tensor]] = {}
             labels = {r: self.members[r].label for r in self.roles}
@@ -1869,8 +1976,16 @@ def run_momentum(cfg: MomentumConfig | None, out_dir: str | os.PathLike[str], *,
                  suite: str | None = None, data_dir: str | os.PathLike[str] | None = None,
                  models: Sequence[str] | None = None,
                  on_attack: Callable[[int], None] | None = None,
-                 threads: int | str | None = None) -> dict[str, Any]:
+                 threads: int | str | None = None) -> dict[str, Any] | None:
     """Run the reproduction and write the report; return the results (plain data).
+
+    Under ``torchrun``, with the process group joined (:func:`advlab.distributed.init_from_env`,
+    as ``advlab reproduce momentum`` does), the training units and the attack chunks are dealt
+    to the ranks, which store them in the cache (``cache_dir`` must be the same directory for
+    all ranks: checked); rank 0 then assembles the results from the cache, writes the same
+    files as one process and returns the results; the other ranks write nothing in
+    ``out_dir`` and return None. The counters (``attack_calls``, ``trainings``, computed
+    FLOPs and seconds) are summed over the ranks.
 
     Args:
         cfg: the configuration (None: the quick preset of ``suite``).
@@ -1904,9 +2019,12 @@ def run_momentum(cfg: MomentumConfig | None, out_dir: str | os.PathLike[str], *,
     if models is not None:
         normal, adv = specs_from_names(models, cfg.suite)
         cfg = dataclasses.replace(cfg, normal=normal, adversarial=adv)
+    from advlab.distributed import get_rank
+
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if get_rank() == 0:
+        out.mkdir(parents=True, exist_ok=True)
     saved_threads = torch.get_num_threads()
     n_threads = _resolve_threads(threads)
     if n_threads is not None:
@@ -1914,6 +2032,8 @@ def run_momentum(cfg: MomentumConfig | None, out_dir: str | os.PathLike[str], *,
     try:
         runner = _Runner(cfg, out, cache, progress, on_attack)
         results = runner.run()
+        if results is None:  # another rank of a torchrun job: its share is in the cache
+            return None
         results["config"] = jsonable(runner.cfg)
         results["threads"] = torch.get_num_threads()
         runner.notes.append(f"torch threads: {results['threads']} (threads={threads!r}).")
@@ -2053,6 +2173,8 @@ def main_momentum(args: argparse.Namespace) -> int:
     res = run_momentum(cfg, out, cache_dir=getattr(args, "cache", None),
                        progress=not getattr(args, "no_progress", False),
                        threads=getattr(args, "threads", "auto"))
+    if res is None:  # another rank of a torchrun job: rank 0 prints and writes
+        return 0
     for name in ("table1", "table2", "table3"):
         p = out / "tables" / f"{name}.json"
         if p.is_file():

@@ -15,6 +15,10 @@ draws. An example counts as robust in a draw only if it survives every attack (p
 worst case), and accuracy is reported as mean and spread over the draws. An eps sweep from 0
 to 0.5 and the audit flags complete the evidence.
 
+Under ``torchrun`` whole work items (one model's training, fine-tuning, as-reported, sound,
+sweep or audit evaluation) are dealt to the processes and stored in the shared cache; rank 0
+then runs the pipeline on the cached items and writes the same files as one process.
+
 Example:
     >>> from advlab.experiments.vonenet import VoneNetConfig
     >>> VoneNetConfig.preset("quick").eps
@@ -55,6 +59,11 @@ log = logging.getLogger(__name__)
 
 PLAIN = ("mnist-alexnet", "mnist-convnet", "mnist-cnn", "mnist-mlp")
 VONE = tuple(f"vone-{m}" for m in PLAIN)
+#: ``--quick`` leaves out the two AlexNets: they train at about 34 images/s on a 2-core CPU
+#: (bench/zoo_speed.py), so the few hundred images they could see in a few minutes leave them
+#: near chance (14 % clean accuracy measured) and their rows would mean nothing. ``--models``
+#: adds them back.
+QUICK_MODELS = tuple(m for m in PLAIN + VONE if "alexnet" not in m)
 
 #: The report's names for the zoo models.
 DISPLAY = {
@@ -115,8 +124,9 @@ class VoneNetConfig:
             return dataclasses.replace(VoneNetConfig(), **overrides)
         if name == "quick":
             base = VoneNetConfig(
-                profile="quick", vone_overrides={"simple_channels": 16, "complex_channels": 16},
-                train_epochs=2, train_size=8000, heavy_train_size=800, eval_size=500,
+                profile="quick", models=QUICK_MODELS,
+                vone_overrides={"simple_channels": 16, "complex_channels": 16},
+                train_epochs=2, train_size=8000, heavy_train_size=4000, eval_size=500,
                 finetune_epochs=2, finetune_train_size=300, finetune_test_size=200,
                 sound_size=32, eot_samples=2, pgd_steps=5, pgd_restarts=1,
                 square_queries=50, noise_draws=2, sweep=(0.0, 0.1, 0.2, 0.35, 0.5),
@@ -299,17 +309,35 @@ def eps_sweep(cfg: VoneNetConfig, model: nn.Module, x: torch.Tensor, y: torch.Te
 
 # -- the experiment --------------------------------------------------------------------------
 def run_vonenet(cfg: VoneNetConfig, out_dir: str | Path, *, cache_dir: str | Path | None = None,
-                progress: bool = True, audit: bool = True) -> dict[str, Any]:
-    """Run the whole reproduction and write the report into ``out_dir``; returns the results."""
+                progress: bool = True, audit: bool = True) -> dict[str, Any] | None:
+    """Run the whole reproduction and write the report into ``out_dir``; returns the results.
+
+    Under ``torchrun`` (with the process group joined, e.g. by
+    :func:`advlab.distributed.init_from_env`) the work is split first: every rank computes
+    whole work items of its share (one model's training, fine-tuning, as-reported, sound,
+    sweep or audit evaluation) into the cache, which all ranks must share (checked), so each
+    result is computed exactly as in one process; then rank 0 runs the pipeline, which finds
+    everything cached, writes the same files and returns the results; the other ranks write
+    nothing and return None.
+    """
+    from advlab.distributed import get_rank, get_world_size
     from advlab.report.figures import bar_chart, image_grid, line_plot, multi_line_grid
 
     t_start = time.perf_counter()
+    cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    shared = (0, 0)
+    if get_world_size() > 1:
+        shared = _share_work(cfg, cache_root, progress=progress and get_rank() == 0,
+                             audit=audit)
+        if get_rank() != 0:
+            return None
     out = Path(out_dir)
     figs = out / "figures"
     figs.mkdir(parents=True, exist_ok=True)
-    cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     results = ResultCache(cache_root / "results")
     tensors = TensorCache(cache_root / "tensors")
+    # what the other ranks computed counts as computed by this run
+    results.calls, tensors.calls = shared
     atomic_write_json(out / "config.json", jsonable(cfg))
     device = torch.device(cfg.device)
 
@@ -326,24 +354,7 @@ def run_vonenet(cfg: VoneNetConfig, out_dir: str | Path, *, cache_dir: str | Pat
     rows_rep = []
     as_reported: dict[str, dict[str, float]] = {}
     for name, model in models.items():
-        def compute(model=model):
-            _reseed(model, cfg.seed + 1)
-            clean = float((predict(model, x_eval) == y_eval).float().mean()) * 100
-            _reseed(model, cfg.seed + 2)  # the draw the gradient comes from
-            xa = _craft(cfg.as_reported_attack(), model, x_eval, y_eval)
-            _reseed(model, cfg.seed + 3)  # another draw measures the accuracy
-            adv = float((predict(model, xa) == y_eval).float().mean()) * 100
-            clipped = FGSM(eps=cfg.eps)
-            _reseed(model, cfg.seed + 2)
-            xc = _craft(clipped, model, x_eval, y_eval)
-            _reseed(model, cfg.seed + 3)
-            adv_c = float((predict(model, xc) == y_eval).float().mean()) * 100
-            return {"clean": clean, "fgsm": adv, "fgsm_clipped": adv_c,
-                    "out_of_box": float(((xa < 0) | (xa > 1)).float().mean()) * 100}
-        r = results.get_or_compute("as-reported", {"ckpt": config_hash(str(ckpts[name])),
-                                                   "cfg": jsonable(cfg.train_config(name)),
-                                                   "eps": cfg.eps, "n": cfg.eval_size,
-                                                   "seed": cfg.seed}, compute)
+        r = _as_reported(cfg, name, model, ckpts[name], x_eval, y_eval, results)
         as_reported[name] = r
         rc, rf = REPORTED[name]
         rows_rep.append([DISPLAY[name], rc, rf, r["clean"], r["fgsm"], r["fgsm_clipped"]])
@@ -351,7 +362,10 @@ def run_vonenet(cfg: VoneNetConfig, out_dir: str | Path, *, cache_dir: str | Pat
                   f"(as reported: unclipped, gradient and accuracy on different noise draws)",
                   ["model", "report clean", "report FGSM", "clean", "FGSM as reported",
                    "FGSM clipped"], rows_rep,
-                  notes=f"{x_eval.shape[0]} test images; profile {cfg.profile}.")
+                  notes=f"{x_eval.shape[0]} test images; profile {cfg.profile}."
+                  + (f" Not run in this profile: {', '.join(DISPLAY[m] for m in skipped)} "
+                     "(add them with --models)." if (skipped := [m for m in PLAIN + VONE
+                                                                  if m not in models]) else ""))
     names = [DISPLAY[n] for n in models]
     fig_bar = bar_chart(names, {"clean (measured)": [as_reported[n]["clean"] for n in models],
                                 "FGSM as reported (measured)":
@@ -377,14 +391,8 @@ def run_vonenet(cfg: VoneNetConfig, out_dir: str | Path, *, cache_dir: str | Pat
     # 4. adversarial fine-tuning (the report's protocol) of every model
     ft_ckpts: dict[str, Path] = {}
     curves: dict[str, list[dict[str, Any]]] = {}
-    ft_cfg = cfg.finetune_config()
     for name in _progress(list(models), enabled=progress, desc="finetune"):
-        key = config_hash(jsonable(cfg.train_config(name)), jsonable(ft_cfg), cfg.eps)
-        d = cache_root / "finetuned" / f"{name}-{key}"
-        card_ok = (d / "card.json").is_file()
-        if not card_ok:
-            finetune_adversarial(ckpts[name], cfg.as_reported_attack(), ft_cfg, d,
-                                 progress=progress)
+        d = _finetuned(cfg, name, ckpts[name], cache_root, progress)
         ft_ckpts[name] = d
         from advlab.checkpoint import read_card
         curves[name] = read_card(d)["curves"]
@@ -402,19 +410,11 @@ def run_vonenet(cfg: VoneNetConfig, out_dir: str | Path, *, cache_dir: str | Pat
     work = [(n, False) for n in models] + [(n, True) for n in models]
     for name, tuned in _progress(work, enabled=progress, desc="sound evaluation"):
         model = ft_models[name] if tuned else models[name]
-        plain_name = name[len("vone-"):] if name.startswith("vone-") else None
-        plain = models.get(plain_name) if plain_name else None
-        ck = ft_ckpts[name] if tuned else ckpts[name]
-        key = {"ckpt": str(ck), "weights": _weights_id(ck), "n": cfg.sound_size,
-               "plain": str(ckpts.get(plain_name, "")) if plain_name else ""}
         label = f"{name}{' (fine-tuned)' if tuned else ''}"
-        sound[label] = results.get_or_compute(
-            "sound", {**key, "cfg": _sound_cfg(cfg)},
-            lambda m=model, p=plain, k=key: sound_evaluation(cfg, m, x_s, y_s, p, tensors, k))
+        ck = ft_ckpts[name] if tuned else ckpts[name]
+        sound[label] = _sound(cfg, name, model, ck, models, ckpts, x_s, y_s, results, tensors)
         if not tuned:
-            sweeps[name] = results.get_or_compute(
-                "sweep", {**key, "cfg": _sound_cfg(cfg)},
-                lambda m=model, k=key: eps_sweep(cfg, m, x_s, y_s, tensors, k))
+            sweeps[name] = _sweep(cfg, name, model, ck, ckpts, x_s, y_s, results, tensors)
     fig_sweep = line_plot(list(cfg.sweep), {DISPLAY[n]: v for n, v in sweeps.items()},
                           figs / "eps_sweep.png",
                           title="Accuracy under PGD (EOT over the noise) vs eps",
@@ -423,15 +423,8 @@ def run_vonenet(cfg: VoneNetConfig, out_dir: str | Path, *, cache_dir: str | Pat
     # 6. audits of the VOne models
     audits: dict[str, Any] = {}
     if audit:
-        from advlab.audit import audit as run_audit
-
         for name in [n for n in models if n.startswith("vone-")]:
-            def compute_audit(name=name):
-                rep = run_audit(models[name], x_s, y_s, cfg.eps, **_audit_kwargs(cfg))
-                return rep.as_dict()
-            audits[name] = results.get_or_compute(
-                "audit", {"ckpt": str(ckpts[name]), "weights": _weights_id(ckpts[name]),
-                          "cfg": _sound_cfg(cfg)}, compute_audit)
+            audits[name] = _audit(cfg, models[name], ckpts[name], x_s, y_s, results)
 
     # 7. tables and the report
     final_rows = []
@@ -517,6 +510,156 @@ def run_vonenet(cfg: VoneNetConfig, out_dir: str | Path, *, cache_dir: str | Pat
                "tensor_computations": tensors.calls}
     atomic_write_json(out / "results.json", summary)
     return summary
+
+
+# -- work items: one process runs them in the pipeline's order; torchrun deals them out ------
+def _as_reported(cfg: VoneNetConfig, name: str, model: nn.Module, ckpt: Path,
+                 x_eval: torch.Tensor, y_eval: torch.Tensor,
+                 results: ResultCache) -> dict[str, float]:
+    """The student's protocol: unclipped FGSM, gradient on one draw, accuracy on another."""
+    def compute() -> dict[str, float]:
+        _reseed(model, cfg.seed + 1)
+        clean = float((predict(model, x_eval) == y_eval).float().mean()) * 100
+        _reseed(model, cfg.seed + 2)  # the draw the gradient comes from
+        xa = _craft(cfg.as_reported_attack(), model, x_eval, y_eval)
+        _reseed(model, cfg.seed + 3)  # another draw measures the accuracy
+        adv = float((predict(model, xa) == y_eval).float().mean()) * 100
+        clipped = FGSM(eps=cfg.eps)
+        _reseed(model, cfg.seed + 2)
+        xc = _craft(clipped, model, x_eval, y_eval)
+        _reseed(model, cfg.seed + 3)
+        adv_c = float((predict(model, xc) == y_eval).float().mean()) * 100
+        return {"clean": clean, "fgsm": adv, "fgsm_clipped": adv_c,
+                "out_of_box": float(((xa < 0) | (xa > 1)).float().mean()) * 100}
+
+    return results.get_or_compute("as-reported", {"ckpt": config_hash(str(ckpt)),
+                                                  "cfg": jsonable(cfg.train_config(name)),
+                                                  "eps": cfg.eps, "n": cfg.eval_size,
+                                                  "seed": cfg.seed}, compute)
+
+
+def _finetuned(cfg: VoneNetConfig, name: str, ckpt: Path, cache_root: Path,
+               progress: bool) -> Path:
+    """The checkpoint of ``name`` after the report's adversarial fine-tuning (cached)."""
+    ft_cfg = cfg.finetune_config()
+    key = config_hash(jsonable(cfg.train_config(name)), jsonable(ft_cfg), cfg.eps)
+    d = cache_root / "finetuned" / f"{name}-{key}"
+    if not (d / "card.json").is_file():
+        finetune_adversarial(ckpt, cfg.as_reported_attack(), ft_cfg, d, progress=progress)
+    return d
+
+
+def _plain_of(name: str) -> str | None:
+    return name[len("vone-"):] if name.startswith("vone-") else None
+
+
+def _sound_key(cfg: VoneNetConfig, name: str, ck: Path, ckpts: dict[str, Path]
+               ) -> dict[str, Any]:
+    plain_name = _plain_of(name)
+    return {"ckpt": str(ck), "weights": _weights_id(ck), "n": cfg.sound_size,
+            "plain": str(ckpts.get(plain_name, "")) if plain_name else ""}
+
+
+def _sound(cfg: VoneNetConfig, name: str, model: nn.Module, ck: Path,
+           models: dict[str, nn.Module], ckpts: dict[str, Path], x_s: torch.Tensor,
+           y_s: torch.Tensor, results: ResultCache, tensors: TensorCache) -> dict[str, Any]:
+    """The sound evaluation of ``model`` (``name`` or its fine-tuned version at ``ck``)."""
+    plain_name = _plain_of(name)
+    plain = models.get(plain_name) if plain_name else None
+    key = _sound_key(cfg, name, ck, ckpts)
+    return results.get_or_compute(
+        "sound", {**key, "cfg": _sound_cfg(cfg)},
+        lambda: sound_evaluation(cfg, model, x_s, y_s, plain, tensors, key))
+
+
+def _sweep(cfg: VoneNetConfig, name: str, model: nn.Module, ck: Path,
+           ckpts: dict[str, Path], x_s: torch.Tensor, y_s: torch.Tensor,
+           results: ResultCache, tensors: TensorCache) -> list[float]:
+    key = _sound_key(cfg, name, ck, ckpts)
+    return results.get_or_compute("sweep", {**key, "cfg": _sound_cfg(cfg)},
+                                  lambda: eps_sweep(cfg, model, x_s, y_s, tensors, key))
+
+
+def _audit(cfg: VoneNetConfig, model: nn.Module, ckpt: Path, x_s: torch.Tensor,
+           y_s: torch.Tensor, results: ResultCache) -> dict[str, Any]:
+    from advlab.audit import audit as run_audit
+
+    noise = cfg.seed + 17
+
+    def compute() -> dict[str, Any]:
+        _reseed(model, noise)  # the audit's noise draws do not depend on what ran before
+        return run_audit(model, x_s, y_s, cfg.eps, **_audit_kwargs(cfg)).as_dict()
+
+    return results.get_or_compute("audit", {"ckpt": str(ckpt), "weights": _weights_id(ckpt),
+                                            "cfg": _sound_cfg(cfg), "noise": noise}, compute)
+
+
+def _share_work(cfg: VoneNetConfig, cache_root: Path, *, progress: bool,
+                audit: bool) -> tuple[int, int]:
+    """This rank's share of the work items, computed into the shared cache in three phases
+    with a barrier after each: the trainings; everything that needs only the trained models
+    (as-reported, fine-tuning, sound evaluation, sweep, audit); the sound evaluation of the
+    fine-tuned models. Items are whole (one model's evaluation draws its noise exactly as in
+    one process) and distinct (no two ranks write the same cache entry). Returns the numbers
+    of results and tensors all ranks computed (on rank 0; (0, 0) elsewhere)."""
+    from advlab.distributed import (
+        barrier,
+        check_shared_dir,
+        deal,
+        gather_results,
+        get_rank,
+        get_world_size,
+    )
+
+    rank, world = get_rank(), get_world_size()
+    check_shared_dir(cache_root)
+    results = ResultCache(cache_root / "results")
+    tensors = TensorCache(cache_root / "tensors")
+    device = torch.device(cfg.device)
+
+    def phase(desc: str, items: list[tuple[float, Any]]) -> None:
+        owners = deal([cost for cost, _ in items], world)
+        mine = [fn for (_, fn), r in zip(items, owners, strict=True) if r == rank]
+        for fn in _progress(mine, enabled=progress, desc=f"{desc} (rank {rank}/{world})"):
+            fn()
+        barrier()
+
+    def weight(name: str) -> float:  # rough relative cost of a model's items
+        return 8.0 if name == "mnist-alexnet" or name.startswith("vone-") else 1.0
+
+    def train(name: str) -> Path:
+        return ensure_trained(cfg.train_config(name), cache_root, progress=progress)
+
+    phase("train", [(weight(n), lambda n=n: train(n)) for n in cfg.models])
+    ckpts = {n: train(n) for n in cfg.models}  # all cached now
+    models = {n: load_checkpoint(p, device)[0] for n, p in ckpts.items()}
+    x_eval, y_eval = load_split("test", cfg.eval_size, None, device)
+    x_s, y_s = x_eval[:cfg.sound_size], y_eval[:cfg.sound_size]
+    items: list[tuple[float, Any]] = []
+    for n in cfg.models:
+        w = weight(n)
+        m, ck = models[n], ckpts[n]
+        items += [
+            (w, lambda n=n, m=m, ck=ck: _as_reported(cfg, n, m, ck, x_eval, y_eval, results)),
+            (2 * w, lambda n=n, ck=ck: _finetuned(cfg, n, ck, cache_root, progress)),
+            (4 * w, lambda n=n, m=m, ck=ck: _sound(cfg, n, m, ck, models, ckpts, x_s, y_s,
+                                                   results, tensors)),
+            (2 * w, lambda n=n, m=m, ck=ck: _sweep(cfg, n, m, ck, ckpts, x_s, y_s, results,
+                                                   tensors))]
+        if audit and n.startswith("vone-"):
+            items.append((4 * w, lambda m=m, ck=ck: _audit(cfg, m, ck, x_s, y_s, results)))
+    phase("evaluate", items)
+
+    def tuned(n: str) -> None:
+        ck = _finetuned(cfg, n, ckpts[n], cache_root, progress)  # cached now
+        _sound(cfg, n, load_checkpoint(ck, device)[0], ck, models, ckpts, x_s, y_s, results,
+               tensors)
+
+    phase("evaluate fine-tuned", [(4 * weight(n), lambda n=n: tuned(n)) for n in cfg.models])
+    counts = gather_results((results.calls, tensors.calls))
+    if counts is None:
+        return 0, 0
+    return sum(c[0] for c in counts), sum(c[1] for c in counts)
 
 
 def _weights_id(ckpt: Path) -> str:
