@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -165,3 +166,19 @@ def test_torchrun_two_processes_write_the_same_files(tmp_path):
     assert out1.count("\nreport: ") == out2.count("\nreport: ") == 1
     assert out1.count("\ndone in ") == out2.count("\ndone in ") == 1
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["cache", "out"]
+
+
+@pytest.mark.parametrize("as_rep, sound, expect", [
+    (94.0, 0.0, "the number reproduces. .* artefact of the evaluation"),
+    (15.8, 0.0, "does not reproduce even as reported. .* not in the evaluation protocol alone"),
+    (94.0, 90.0, "the claim survives"),
+])
+def test_claims_blame_the_protocol_only_when_it_reproduces_the_number(as_rep, sound, expect):
+    from advlab.experiments.vonenet import _claims
+
+    cfg = VoneNetConfig.preset("full")
+    lines = _claims(cfg, {"vone-mnist-cnn": {"fgsm": as_rep}, "mnist-cnn": {"fgsm": 0.6}},
+                    {"vone-mnist-cnn": {"worst_mean": sound}}, {})
+    assert re.search(expect, lines[0]), lines[0]
+    assert "quick profile" not in lines[0]
+    assert lines[1].endswith("(holds).")
