@@ -112,3 +112,43 @@ def test_imagenet_suite_on_the_papers_architectures(nips17, tmp_path):
                                "inception_resnet_v2.tf_ens_adv_in1k"], threads=1)
     assert set(res["models"]) == {"Inc-v3", "Inc-v4", "IncRes-v2", "IncRes-v2ens"}
     assert (tmp_path / "out" / "report.html").is_file()
+
+
+_TORCHRUN_SCRIPT = """
+import sys
+from pathlib import Path
+
+sys.path.insert(0, {tests!r})
+from test_momentum_imagenet import MODELS, tiny_cfg
+
+from advlab.distributed import cleanup, init_from_env
+from advlab.experiments.momentum import run_momentum
+
+init_from_env()
+work = Path(sys.argv[2])
+run_momentum(tiny_cfg(Path(sys.argv[1])), work / "out", cache_dir=work / "cache",
+             progress=False, models=MODELS, threads=1)
+cleanup()
+"""
+
+
+def test_imagenet_suite_under_torchrun_writes_the_same_tables(nips17, tmp_path):
+    """The ImageNet suite trains nothing: under torchrun only the attack units are dealt."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "run.py"
+    script.write_text(_TORCHRUN_SCRIPT.format(tests=str(ROOT / "tests")))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for name, launcher in (("one", [sys.executable]),
+                           ("two", [sys.executable, "-m", "torch.distributed.run",
+                                    "--standalone", "--nproc-per-node", "2"])):
+        done = subprocess.run([*launcher, str(script), str(nips17), str(tmp_path / name)],
+                              env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+    one, two = tmp_path / "one" / "out" / "tables", tmp_path / "two" / "out" / "tables"
+    names = sorted(p.name for p in one.glob("*.csv"))
+    assert "table1.csv" in names and names == sorted(p.name for p in two.glob("*.csv"))
+    for n in names:
+        assert (one / n).read_bytes() == (two / n).read_bytes(), n

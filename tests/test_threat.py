@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hypothesis.strategies as st
+import pytest
 import torch
 from hypothesis import given, settings
 
@@ -77,3 +78,25 @@ def test_zero_gradient_direction_is_zero():
     for norm in (Norm.LINF, Norm.L2):
         d = ThreatModel(norm, 1.0).step_direction(torch.zeros(2, 3))
         assert torch.equal(d, torch.zeros(2, 3))
+
+
+def test_l2_direction_of_a_tiny_gradient_has_unit_norm():
+    """A confident example's CE gradient can be ~1e-20: its squares underflow in float32."""
+    g = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    for scale in (1e-20, 1e-30, 1.0, 1e20):
+        d = ThreatModel(Norm.L2, 0.5).step_direction(g * scale)
+        torch.testing.assert_close(per_example_norm(d, Norm.L2), torch.ones(3))
+        torch.testing.assert_close(d, g / per_example_norm(g, Norm.L2).reshape(-1, 1, 1, 1))
+
+
+def test_l2_pgd_takes_full_steps_on_a_confident_example():
+    from advlab.attacks import IFGSM
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([[60.0, 0, 0, 0], [-60.0, 0, 0, 0]]))
+        model[1].bias.zero_()
+    x = torch.full((1, 1, 2, 2), 0.5)  # logit margin 60: the CE gradient is ~1e-26
+    x_adv = IFGSM(eps=0.3, norm="l2", steps=3)(model, x, torch.tensor([0]))
+    assert float(per_example_norm(x_adv - x, Norm.L2)) == pytest.approx(0.3, abs=1e-6)

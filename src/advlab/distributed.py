@@ -36,6 +36,7 @@ Example (a single process: the same result as ``evaluate_attack``):
 from __future__ import annotations
 
 import datetime
+import inspect
 import logging
 import math
 import os
@@ -130,7 +131,9 @@ def init_from_env(backend: str | None = None, *, device: str | torch.device | No
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
         kw: dict[str, Any] = {}
-        if backend == "nccl" and dev.type == "cuda":
+        # device_id binds the NCCL communicator to this rank's GPU (torch >= 2.3 only)
+        if backend == "nccl" and dev.type == "cuda" and \
+                "device_id" in inspect.signature(dist.init_process_group).parameters:
             kw["device_id"] = dev
         dist.init_process_group(backend=backend, rank=rank, world_size=world,
                                 timeout=datetime.timedelta(seconds=timeout_s), **kw)

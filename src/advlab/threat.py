@@ -184,8 +184,13 @@ class ThreatModel:
         if self.norm is Norm.LINF:
             return g.sign()
         if self.norm is Norm.L2:
-            n = per_example_norm(g, Norm.L2)
-            return g / _view(n.clamp_min(_TINY), g.ndim)
+            # Rescale by the largest |g| first: the squares of a tiny gradient (a confident
+            # example under cross-entropy) would underflow and shorten the step.
+            dims = tuple(range(1, g.ndim))
+            top = g.abs().amax(dim=dims, keepdim=True)
+            u = g / torch.where(top > 0, top, torch.ones_like(top))
+            n = torch.linalg.vector_norm(u, dim=dims, keepdim=True)
+            return u / torch.where(n > 0, n, torch.ones_like(n))
         flat = g.reshape(g.shape[0], -1)
         idx = flat.abs().argmax(dim=1, keepdim=True)
         out = torch.zeros_like(flat).scatter_(1, idx, flat.gather(1, idx).sign())

@@ -102,20 +102,24 @@ def model_mode(model: nn.Module, mode: str) -> Iterator[None]:
         raise ValueError(f"model_mode must be one of {_MODES}, got {mode!r}")
     saved = [(m, m.training) for m in model.modules()]
     try:
-        if mode == "eval":
+        # Module.train() sets the flag through nn.Module.__setattr__ on every submodule; skip
+        # it when the flags already say so (an attack on a model in eval mode: the usual case).
+        if mode == "eval" and any(flag for _, flag in saved):
             model.eval()
-        elif mode == "train":
+        elif mode == "train" and not all(flag for _, flag in saved):
             model.train()
         yield
     finally:
         for m, flag in saved:
-            m.training = flag
+            if m.training != flag:  # write back only what changed (same reason)
+                m.training = flag
 
 
 def check_model_device(model: nn.Module, x: torch.Tensor) -> None:
     """Raise if the model's parameters/buffers live on another device than ``x``."""
-    for t in list(model.parameters(recurse=True))[:1] + list(model.buffers(recurse=True))[:1]:
-        if t.device != x.device:
+    # the first parameter and the first buffer (without listing all of them)
+    for t in (next(model.parameters(), None), next(model.buffers(), None)):
+        if t is not None and t.device != x.device:
             raise ValueError(
                 f"model is on {t.device} but the inputs are on {x.device}; move one of them "
                 f"(advlab never moves your model)")
@@ -512,11 +516,6 @@ class Attack:
         check_model_device(model, x)
         return x.detach()
 
-    def _loss_and_scores(self, model: nn.Module, x: torch.Tensor,
-                         labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-example loss and scores (full precision), through the model's hooks."""
-        return _Oracle(self, model).loss_and_scores(x, labels)
-
     @torch.no_grad()
     def _probe(self, model: nn.Module, x: torch.Tensor, checks: dict[str, torch.Tensor]) -> None:
         """Check the model's output and the labels on one example before the real work."""
@@ -527,14 +526,13 @@ class Attack:
                              f"expected [1, C], got {shape}")
         for name, lab in checks.items():
             _check_labels_range(name, lab, scores.shape[1])
-        with torch.no_grad():
-            s = scores.detach()
-            if s.shape[1] > 1 and (s >= 0).all() and \
-                    torch.allclose(s.sum(dim=1), torch.ones_like(s[:, 0]), atol=1e-4):
-                warnings.warn(
-                    "model outputs look like probabilities (non-negative rows summing to 1); "
-                    "attacks expect logits — return logits or the loss gradient will be "
-                    "weak/vanishing", UserWarning, stacklevel=4)
+        s = scores.detach()
+        if s.shape[1] > 1 and (s >= 0).all() and \
+                torch.allclose(s.sum(dim=1), torch.ones_like(s[:, 0]), atol=1e-4):
+            warnings.warn(
+                "model outputs look like probabilities (non-negative rows summing to 1); "
+                "attacks expect logits — return logits or the loss gradient will be "
+                "weak/vanishing", UserWarning, stacklevel=4)
 
     def _gradient(self, model: nn.Module | _Oracle, x_in: torch.Tensor,
                   labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

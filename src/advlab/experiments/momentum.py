@@ -1107,7 +1107,8 @@ class _Runner:
         bar = _Bar(total / world, self.progress and rank == 0)
         try:
             n_normal = len(self.cfg.normal) if self.cfg.suite == "mnist" else 0
-            for phase in ("normal", "adversarial"):
+            # only the MNIST suite trains (ImageNet models come pretrained from timm)
+            for phase in ("normal", "adversarial") if self.cfg.suite == "mnist" else ():
                 units = train[:n_normal] if phase == "normal" else train[n_normal:]
                 specs = self.cfg.normal if phase == "normal" else self.cfg.adversarial
                 keys = [str(self.members[s.role].checkpoint) if phase == "normal" else

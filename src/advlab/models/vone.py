@@ -1034,7 +1034,7 @@ def _config_from_arguments(args: dict[str, Any]) -> VOneConfig:
 #: inference speeds of bench/zoo_speed.py on the 2-core CPU (2 epochs in under two minutes).
 _QUICK_SIZES = {
     ("mnist-alexnet", "sound"): (1200, 1000), ("mnist-alexnet", "report"): (800, 500),
-    ("mnist-mlp", "sound"): (5000, 2000), ("mnist-mlp", "report"): (2000, 1000),
+    ("mnist-mlp", "sound"): (3000, 1000), ("mnist-mlp", "report"): (2000, 1000),
 }
 
 
