@@ -6,6 +6,11 @@ import pytest
 import torch
 from torch import nn
 
+# One intra-op thread: the tiny models gain nothing from more, two threads on a busy 2-core
+# machine run several times slower than one, and the single-process results the torchrun
+# tests compare against must use the thread count torchrun gives its workers (1).
+torch.set_num_threads(1)
+
 
 class TinyCNN(nn.Module):
     """A small CNN on 1x8x8 inputs with BatchNorm and Dropout (so train/eval mode matters)."""
