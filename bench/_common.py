@@ -1,12 +1,18 @@
 """Shared helpers of the benchmark scripts: alternating timing, machine and version records.
 
-Every script times its contenders in one process, alternating them (the order rotates by
-one place from one round to the next, so a load drift on a shared machine hits all of them
-alike and none always runs first) and reports medians. Each call is timed with two clocks:
-wall time and the process's CPU time. Ratios use ``--clock`` (default ``cpu``): on a shared
-machine the CPU time of a one-thread run counts the work done and not the time spent
-waiting for a core, so it is far less noisy; both are recorded. The JSON also records the
-machine, the load average before and after, the thread count and the library versions.
+Every script times its contenders in one process, alternating them, and reports medians. The
+order changes from round to round (a rotation, then the same order reversed: AB BA BA AB for
+two contenders, all six orders in six rounds for three), so a load drift on a shared machine
+hits all of them alike, each takes each position equally often and each runs after each other
+one about equally often. The last point matters on CPU: the kernel's page faults of a call
+depend on the heap the previous call left behind (glibc returns freed memory to the system
+and the next large tensors fault it back in), so a fixed order would bias the comparison.
+
+Each call is timed with two clocks, wall time and the process's CPU time, and its minor page
+faults are counted. Ratios use ``--clock`` (default ``cpu``): on a shared machine the CPU time
+of a one-thread run counts the work done and not the time spent waiting for a core, so it is
+far less noisy; both are recorded. The JSON also records the machine, the load average before
+and after, the thread count, the allocator environment and the library versions.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -45,6 +52,9 @@ def machine(device: str = "cpu") -> dict[str, Any]:
         info["loadavg_1_5_15"] = [round(v, 2) for v in os.getloadavg()]
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
+    # settings that change the timings: threads, the allocator, transparent huge pages
+    info["env"] = {k: v for k, v in sorted(os.environ.items())
+                   if k.startswith(("MALLOC_", "OMP_", "MKL_")) or k == "THP_MEM_ALLOC_ENABLE"}
     return info
 
 
@@ -92,17 +102,24 @@ def sync(device: str) -> None:
 
 @dataclass
 class Timings:
-    """Seconds per call, per contender, with both clocks."""
+    """Seconds per call, per contender, with both clocks (and minor page faults per call)."""
 
     wall: dict[str, list[float]] = field(default_factory=dict)
     cpu: dict[str, list[float]] = field(default_factory=dict)
+    faults: dict[str, list[int]] = field(default_factory=dict)
 
     def of(self, clock: str) -> dict[str, list[float]]:
         return self.cpu if clock == "cpu" else self.wall
 
-    def add(self, key: str, wall: float, cpu: float) -> None:
+    def add(self, key: str, wall: float, cpu: float, faults: int | None = None) -> None:
         self.wall.setdefault(key, []).append(wall)
         self.cpu.setdefault(key, []).append(cpu)
+        if faults is not None:
+            self.faults.setdefault(key, []).append(faults)
+
+
+def minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def timed(fn: Callable[..., Any], *args: Any, device: str = "cpu",
@@ -115,21 +132,28 @@ def timed(fn: Callable[..., Any], *args: Any, device: str = "cpu",
     return time.perf_counter() - w0, time.process_time() - c0, out
 
 
+def round_order(names: list[str], r: int) -> list[str]:
+    """The contenders' order in round ``r``: a rotation by ``r // 2`` places, reversed in odd
+    rounds (two contenders: AB BA BA AB; three: all six orders in six rounds)."""
+    k = (r // 2) % len(names)
+    order = names[k:] + names[:k]
+    return order[::-1] if r % 2 else order
+
+
 def alternate(fns: dict[str, Callable[[], Any]], repeats: int, device: str = "cpu",
               warmup: int = 1) -> Timings:
-    """Time each function ``repeats`` times, one call each per round; the order rotates by
-    one place per round, so each contender takes each position equally often (two
-    contenders: A B, B A, A B, ...)."""
+    """Time each function ``repeats`` times, one call each per round, in the balanced orders
+    of :func:`round_order` (use a multiple of 4 rounds for two contenders, of 6 for three)."""
     names = list(fns)
     for _ in range(warmup):
         for k in names:
             fns[k]()
     t = Timings()
     for r in range(repeats):
-        order = names[r % len(names):] + names[:r % len(names)]
-        for k in order:
+        for k in round_order(names, r):
+            f0 = minor_faults()
             wall, cpu, _ = timed(fns[k], device=device)
-            t.add(k, wall, cpu)
+            t.add(k, wall, cpu, minor_faults() - f0)
     return t
 
 
@@ -159,6 +183,8 @@ def compare(t: Timings, num: str, den: str, clock: str) -> dict[str, Any]:
     for c in ("cpu", "wall"):
         out[f"{c}_s"] = {num: spread(t.of(c)[num]), den: spread(t.of(c)[den])}
         out[f"{c}_ratio"] = paired_ratio(t.of(c)[num], t.of(c)[den])
+    if num in t.faults and den in t.faults:
+        out["minor_faults_per_call"] = {num: med(t.faults[num]), den: med(t.faults[den])}
     return out
 
 

@@ -2,10 +2,19 @@
 
 The floor for a T-step gradient attack is T forward+backward passes of the model with
 respect to the input. For every (model, batch size, attack) of the grid this script times
-both on the same model and batch, alternating them in one process, and reports the median
-ratio (process CPU time by default, see ``--clock``; wall time is recorded too). Lists are
-comma-separated; the defaults are the issue's grid (FGSM, PGD and MI-FGSM
-on mnist-cnn, mnist-mlp and mnist-convnet at batch sizes 32 and 256).
+three contenders on the same model and batch, alternating them in one process:
+
+* ``attack``: the advlab attack;
+* ``plain``: T passes at the clean batch (the issue's definition of the floor);
+* ``plain_iterates``: T passes at the very points where the attack takes its gradients
+  (recorded in an untimed run). Some CPU kernels take data-dependent time (max pooling
+  compares and branches), so the attack's perturbed, clamped iterates can cost more or less
+  per pass than the clean batch; this floor does exactly the attack's passes.
+
+It reports the median of the per-round ratios attack / floor (process CPU time by default,
+see ``--clock``; wall time is recorded too). Lists are comma-separated; the defaults are the
+issue's grid (FGSM, PGD and MI-FGSM on mnist-cnn, mnist-mlp and mnist-convnet at batch sizes
+32 and 256), on untrained zoo models (seed 0) and uniform random inputs.
 
     python bench/attack_overhead.py --threads 1 --out bench/results/overhead.json
     python bench/attack_overhead.py --attack mifgsm --model mnist-cnn --batch 256
@@ -24,11 +33,27 @@ from advlab.attacks import create_attack
 from advlab.models import create
 
 
-def plain_passes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> None:
-    for _ in range(steps):
-        xi = x.detach().requires_grad_(True)
+def plain_passes(model: nn.Module, points: list[torch.Tensor], y: torch.Tensor) -> None:
+    """One forward+backward pass w.r.t. the input at each point."""
+    for p in points:
+        xi = p.detach().requires_grad_(True)
         loss = F.cross_entropy(model(xi), y, reduction="sum")
         torch.autograd.grad(loss, xi)
+
+
+def attack_points(atk, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+    """The inputs of the attack's gradient passes (its iterates), from one untimed run."""
+    seen: list[torch.Tensor] = []
+    hook = model.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
+    try:
+        atk(model, x, y)
+    finally:
+        hook.remove()
+    points = seen[1:]  # the first forward is the attack's one-example probe
+    if len(points) != atk.steps or any(p.shape != x.shape for p in points):
+        raise RuntimeError(f"expected {atk.steps} full-batch passes, saw "
+                           f"{[tuple(p.shape) for p in seen]}")
+    return points
 
 
 def main() -> None:
@@ -51,17 +76,22 @@ def main() -> None:
             for atk_name in args.attack.split(","):
                 steps = 1 if atk_name == "fgsm" else args.steps
                 atk = create_attack(atk_name, eps=0.3, steps=steps)
-                t = alternate({"plain": partial(plain_passes, model, x, y, steps),
-                               "attack": partial(atk, model, x, y)},
+                points = attack_points(atk, model, x, y)
+                t = alternate({"plain": partial(plain_passes, model, [x] * steps, y),
+                               "attack": partial(atk, model, x, y),
+                               "plain_iterates": partial(plain_passes, model, points, y)},
                               args.repeats, args.device)
                 row = {"model": name, "batch": batch, "attack": atk_name, "steps": steps,
-                       **compare(t, "attack", "plain", args.clock)}
+                       **compare(t, "attack", "plain", args.clock),
+                       "vs_iterates": compare(t, "attack", "plain_iterates", args.clock)}
                 rows.append(row)
                 c = t.of(args.clock)
                 print(f"{name:14s} batch {batch:4d} {atk_name:7s} overhead "
                       f"{row['median_ratio']:.3f} (ratio of medians "
-                      f"{row['ratio_of_medians']:.3f}; {args.clock} s: attack "
-                      f"{med(c['attack']):.3f}, plain {med(c['plain']):.3f}; wall ratio "
+                      f"{row['ratio_of_medians']:.3f}; at the iterates "
+                      f"{row['vs_iterates']['median_ratio']:.3f}; {args.clock} s: attack "
+                      f"{med(c['attack']):.3f}, plain {med(c['plain']):.3f}, iterates "
+                      f"{med(c['plain_iterates']):.3f}; wall ratio "
                       f"{row['wall_ratio']['median_ratio']:.3f})", flush=True)
     record.update({"benchmark": "attack_overhead", "repeats": args.repeats, "rows": rows})
     finish(args, record)
