@@ -143,10 +143,11 @@ def _check_labels_range(name: str, y: torch.Tensor, num_classes: int) -> None:
                          f"{num_classes} classes, got values in [{int(y.min())}, {int(y.max())}]")
 
 
-def _l1_normalise(g: torch.Tensor) -> torch.Tensor:
-    """``g / ||g||_1`` per example (zero-safe); the norm is one fused reduction pass."""
+def _l1_norm(g: torch.Tensor) -> torch.Tensor:
+    """``||g||_1`` per example, shaped to broadcast against ``g``; 1 where ``g`` is zero (so
+    dividing by it is zero-safe). One fused reduction pass."""
     l1 = torch.linalg.vector_norm(g, ord=1, dim=tuple(range(1, g.ndim)), keepdim=True)
-    return g / torch.where(l1 > 0, l1, torch.ones_like(l1))
+    return torch.where(l1 > 0, l1, torch.ones_like(l1))
 
 
 # -- speed options ----------------------------------------------------------------------
@@ -592,8 +593,14 @@ class Attack:
             x_look = x_adv + (s * self.decay) * alpha * g if self.nesterov and momentum \
                 else x_adv
             grad, loss = self._gradient(oracle, x_look, labels)
-            # g <- mu g + grad / ||grad||_1 (one fused pass for the sum)
-            g = torch.add(_l1_normalise(grad), g, alpha=self.decay) if momentum else grad
+            if momentum:
+                # g <- mu g + grad / ||grad||_1, in place in the loop's own buffer (no new
+                # tensor per step)
+                if self.decay != 1:
+                    g.mul_(self.decay)
+                g.addcdiv_(grad, _l1_norm(grad))
+            else:
+                g = grad
             # x + s alpha dir(g): for Linf s alpha sign(g) is exact, so the fused form rounds
             # like the textbook one
             x_new = project(torch.addcmul(x_adv, step, tm.step_direction(g)))
