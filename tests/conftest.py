@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -58,3 +63,27 @@ def trained_cnn() -> TinyCNN:
 @pytest.fixture()
 def data() -> tuple[torch.Tensor, torch.Tensor]:
     return blobs(16, seed=7)
+
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def run_script(script: Path, cwd: Path, nproc: int) -> str:
+    """Run ``script`` in ``cwd`` as one process, or as ``nproc`` torchrun processes (one thread
+    each, no inherited rank variables); returns its stdout and asserts it succeeded."""
+    cwd.mkdir()
+    env = dict(os.environ, OMP_NUM_THREADS="1", ADVLAB_PROGRESS="0",
+               PYTHONPATH=os.pathsep.join([str(SRC), str(Path(__file__).parent)]))
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    launch = [] if nproc == 1 else ["-m", "torch.distributed.run", "--standalone",
+                                    "--nproc-per-node", str(nproc)]
+    proc = subprocess.run([sys.executable, *launch, str(script)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def tree(d: Path) -> dict[str, bytes]:
+    """Every file under ``d`` (relative path -> bytes)."""
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}

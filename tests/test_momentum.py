@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -30,6 +27,7 @@ from advlab.experiments.momentum import (
     specs_from_names,
 )
 from advlab.models import list_models, register, unregister
+from conftest import run_script, tree
 
 TINY = "test-momentum-tiny-mlp"
 TABLES = ["models", "table1", "table1_on_correct", "table2", "table2_on_correct", "table3",
@@ -318,7 +316,6 @@ def test_add_arguments_keeps_options_the_parser_already_has():
 
 
 # -- torchrun ----------------------------------------------------------------------------------
-SRC = Path(__file__).resolve().parents[1] / "src"
 #: ``advlab reproduce momentum`` on the tiny configuration (the CLI, the tiny model registered)
 CLI_SCRIPT = textwrap.dedent('''
     import sys
@@ -335,24 +332,6 @@ CLI_SCRIPT = textwrap.dedent('''
 #: results.json entries that measure the run rather than the experiment
 RUN_KEYS = ("seconds", "total_seconds", "compute_seconds", "computed_gflop", "gflop_per_s",
             "projection")
-
-
-def run_script(script: Path, cwd: Path, nproc: int) -> str:
-    cwd.mkdir()
-    env = dict(os.environ, OMP_NUM_THREADS="1", ADVLAB_PROGRESS="0",
-               PYTHONPATH=os.pathsep.join([str(SRC), str(Path(__file__).parent)]))
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(k, None)
-    launch = [] if nproc == 1 else ["-m", "torch.distributed.run", "--standalone",
-                                    "--nproc-per-node", str(nproc)]
-    proc = subprocess.run([sys.executable, *launch, str(script)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout
-
-
-def tree(d: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
 
 
 def without_run_lines(text: bytes) -> list[str]:

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
 from advlab.experiments.vonenet import DISPLAY, VoneNetConfig, run_vonenet
+from conftest import run_script, tree
 
 TINY = dict(models=("mnist-cnn", "vone-mnist-cnn"), train_epochs=1, train_size=400,
             heavy_train_size=200, eval_size=64, finetune_epochs=2, finetune_train_size=64,
@@ -101,7 +98,6 @@ def test_second_run_recomputes_nothing(run):
 
 
 # -- torchrun ----------------------------------------------------------------------------------
-SRC = Path(__file__).resolve().parents[1] / "src"
 #: ``advlab reproduce vonenet-fgsm --quick`` on the tiny configuration
 CLI_SCRIPT = textwrap.dedent('''
     import sys
@@ -114,24 +110,6 @@ CLI_SCRIPT = textwrap.dedent('''
     sys.exit(advlab.cli.main(["reproduce", "vonenet-fgsm", "--quick", "--out", "out",
                               "--cache", "cache", "--no-progress"]))
 ''')
-
-
-def run_script(script: Path, cwd: Path, nproc: int) -> str:
-    cwd.mkdir()
-    env = dict(os.environ, OMP_NUM_THREADS="1", ADVLAB_PROGRESS="0",
-               PYTHONPATH=os.pathsep.join([str(SRC), str(Path(__file__).parent)]))
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(k, None)
-    launch = [] if nproc == 1 else ["-m", "torch.distributed.run", "--standalone",
-                                    "--nproc-per-node", str(nproc)]
-    proc = subprocess.run([sys.executable, *launch, str(script)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout
-
-
-def tree(d: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
 
 
 def test_torchrun_two_processes_write_the_same_files(tmp_path):
