@@ -87,3 +87,13 @@ def run_script(script: Path, cwd: Path, nproc: int) -> str:
 def tree(d: Path) -> dict[str, bytes]:
     """Every file under ``d`` (relative path -> bytes)."""
     return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def run_one_and_two(tmp_path: Path, script_text: str) -> tuple[str, str, dict, dict]:
+    """Run a script once as one process and once as 2 torchrun processes (in ``one/`` and
+    ``two/`` under ``tmp_path``); returns both stdouts and both ``out/`` trees."""
+    script = tmp_path / "reproduce.py"
+    script.write_text(script_text)
+    out1 = run_script(script, tmp_path / "one", 1)
+    out2 = run_script(script, tmp_path / "two", 2)
+    return out1, out2, tree(tmp_path / "one" / "out"), tree(tmp_path / "two" / "out")

@@ -27,7 +27,7 @@ from advlab.experiments.momentum import (
     specs_from_names,
 )
 from advlab.models import list_models, register, unregister
-from conftest import run_script, tree
+from conftest import run_one_and_two
 
 TINY = "test-momentum-tiny-mlp"
 TABLES = ["models", "table1", "table1_on_correct", "table2", "table2_on_correct", "table3",
@@ -344,11 +344,7 @@ def test_torchrun_two_processes_write_the_same_files(tmp_path):
     """``torchrun --nproc-per-node 2 -m advlab reproduce momentum`` deals the units to the
     ranks and writes the same tables, figures and config as one process (separate caches, so
     both compute everything; the same relative paths, so the files name the same places)."""
-    script = tmp_path / "reproduce.py"
-    script.write_text(CLI_SCRIPT)
-    out1 = run_script(script, tmp_path / "one", 1)
-    out2 = run_script(script, tmp_path / "two", 2)
-    a, b = tree(tmp_path / "one" / "out"), tree(tmp_path / "two" / "out")
+    out1, out2, a, b = run_one_and_two(tmp_path, CLI_SCRIPT)
     assert sorted(a) == sorted(b)
     assert {f"tables/{n}.csv" for n in TABLES} <= set(a)
     exact = [n for n in a if n not in ("results.json", "report.md", "report.html")]

@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from advlab.experiments.vonenet import DISPLAY, VoneNetConfig, run_vonenet
-from conftest import run_script, tree
+from conftest import run_one_and_two
 
 TINY = dict(models=("mnist-cnn", "vone-mnist-cnn"), train_epochs=1, train_size=400,
             heavy_train_size=200, eval_size=64, finetune_epochs=2, finetune_train_size=64,
@@ -117,11 +117,7 @@ def test_torchrun_two_processes_write_the_same_files(tmp_path):
     (a model's training, fine-tuning, as-reported, sound, sweep or audit evaluation) to the
     ranks, so every noise draw is the one-process draw: the same tables, figures and config,
     byte for byte (separate caches; the same relative paths, which the cache keys hold)."""
-    script = tmp_path / "reproduce.py"
-    script.write_text(CLI_SCRIPT)
-    out1 = run_script(script, tmp_path / "one", 1)
-    out2 = run_script(script, tmp_path / "two", 2)
-    a, b = tree(tmp_path / "one" / "out"), tree(tmp_path / "two" / "out")
+    out1, out2, a, b = run_one_and_two(tmp_path, CLI_SCRIPT)
     assert sorted(a) == sorted(b)
     assert {"final.csv", "audit.json", "figures/eps_sweep.png", "config.json"} <= set(a)
     exact = [n for n in a if n not in ("results.json", "report.md", "report.html")]

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -267,11 +267,7 @@ def evaluate_attack(model: nn.Module, attack: Attack | None, data: Batches, *,
     target_model = eval_model if eval_model is not None else model
     rows = []
     offset = 0
-    it = iterate_batches(data, batch_size)
-    for x, y in _progress_iter(it, progress, _num_batches(data, batch_size)):
-        if device is not None:
-            x, y = x.to(device), y.to(device)
-        y = y.to(x.device).long()
+    for x, y in _attack_batches(data, batch_size, device, progress):
         rows.append(_evaluate_batch(model, attack, target_model, x, y, offset, targets,
                                     label_fn))
         offset += x.shape[0]
@@ -318,11 +314,7 @@ def transfer_matrix(sources: Mapping[str, nn.Module], attacks: Mapping[str, Atta
     rows: dict[tuple[str, str, str], list] = {(s, a, m): [] for s in sources for a in attacks
                                               for m in eval_models}
     offset = 0
-    it = iterate_batches(data, batch_size)
-    for x, y in _progress_iter(it, progress, _num_batches(data, batch_size)):
-        if device is not None:
-            x, y = x.to(device), y.to(device)
-        y = y.to(x.device).long()
+    for x, y in _attack_batches(data, batch_size, device, progress):
         clean = {}
         num_classes = None
         for m, model in eval_models.items():
@@ -345,8 +337,16 @@ def transfer_matrix(sources: Mapping[str, nn.Module], attacks: Mapping[str, Atta
             for key, r in rows.items()}
 
 
-def _progress_iter(it, enabled, total):
-    return progress(it, enabled=enabled, total=total, desc="attack")
+def _attack_batches(data: Batches, batch_size: int, device: str | torch.device | None,
+                    enabled: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The batches of ``data`` on ``device`` (if given), labels as int64 on the images' device,
+    behind an "attack" progress bar."""
+    it = iterate_batches(data, batch_size)
+    for x, y in progress(it, enabled=enabled, total=_num_batches(data, batch_size),
+                         desc="attack"):
+        if device is not None:
+            x, y = x.to(device), y.to(device)
+        yield x, y.to(x.device).long()
 
 
 def summarize(label: torch.Tensor, clean: torch.Tensor, adv: torch.Tensor,
