@@ -31,8 +31,9 @@ from conftest import TinyCNN, blobs
 
 EXPECTED_FLAGS = [
     "randomized_output", "logits_not_probabilities", "clean_accuracy",
-    "gradients_finite_nonzero", "iterative_beats_single_step", "whitebox_beats_transfer",
-    "gradient_free_below_gradient", "noise_below_gradient", "accuracy_falls_with_eps",
+    "gradients_finite_nonzero", "budget_used", "iterative_beats_single_step",
+    "whitebox_beats_transfer", "gradient_free_below_gradient", "noise_below_gradient",
+    "accuracy_falls_with_eps",
     "chance_at_large_eps", "unbounded_reaches_100", "converged",
 ]
 

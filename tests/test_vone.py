@@ -20,6 +20,7 @@ from advlab.models import (
     VOneBlock,
     VOneNet,
     create,
+    finite_gradient_twin,
     fraction_above_nyquist,
     gabor_bank_stats,
     gabor_kernels,
@@ -115,7 +116,7 @@ def test_buffers_not_parameters():
 
 
 def test_nyquist_and_sigma_per_preset():
-    report, sound = VOneBlock("report"), VOneBlock("sound")
+    report, sound = VOneBlock("aliased-28px"), VOneBlock("sound")
     assert fraction_above_nyquist(report) == pytest.approx(382 / 512)
     assert fraction_above_nyquist(sound.gabor_params) == 0.0
     rs, ss = gabor_bank_stats(report), gabor_bank_stats(sound)
@@ -130,7 +131,7 @@ def test_nyquist_and_sigma_per_preset():
 # --------------------------------------------------------------------------- convolution
 
 
-@pytest.mark.parametrize("preset", ["report", "sound"])
+@pytest.mark.parametrize("preset", ["aliased-28px", "sound"])
 def test_fft_equals_direct_full_bank(preset, digits):
     block = VOneBlock(preset, noise_mode="none")
     x = torch.cat([digits[0][:2], torch.rand(1, 1, 28, 28)])
@@ -208,7 +209,7 @@ def test_batch_of_n_equals_n_batches_of_one_without_noise():
 # --------------------------------------------------------------------------- gradients
 
 
-@pytest.mark.parametrize("preset", ["sound", "report"])
+@pytest.mark.parametrize("preset", ["sound", "aliased-28px"])
 def test_input_gradient_finite_and_nonzero_everywhere(preset, digits):
     torch.manual_seed(0)
     # the preset's kernels and geometry with fewer cells, to keep the test fast
@@ -329,7 +330,13 @@ def test_config_errors_name_the_value():
         ValueError, match=r"expects input \[N, 1, H, W\], got shape \(2, 3, 28, 28\)"
     ):
         small_block()(torch.rand(2, 3, 28, 28))
-    assert set(PRESETS) == {"report", "sound"}
+    assert set(PRESETS) == {"report", "report-finite", "aliased-28px", "sound"}
+    with pytest.raises(ValueError, match="complex_cell must be one of .* got 'sqrt'"):
+        VOneBlock("report", complex_cell="sqrt")
+    with pytest.raises(ValueError, match="needs the exact zeros of direct convolution"):
+        VOneBlock("report", conv_mode="fft")
+    with pytest.raises(ValueError, match="convention must be one of"):
+        VOneBlock("sound", convention="torchvision")
 
 
 def test_deepcopy_keeps_bank_and_noise_state():
@@ -363,3 +370,93 @@ def test_quick_training_of_sound_vone_cnn_is_fast():
         f"at load average {load:.1f} (a shared CPU: try OMP_NUM_THREADS=1)"
     )
     assert acc > 0.9, acc
+
+
+# --------------------------------------------------------------------------- the student's bank
+
+
+def test_report_preset_is_the_students_bank_number_for_number():
+    """dicarlolab's sampling (seed 0) at 224 px over 8 degrees while feeding 28-px images:
+    values checked against a separate re-typing of the student's code path."""
+    block = VOneBlock("report")
+    p, c = block.gabor_params, block.config
+    assert (c.simple_channels, c.complex_channels, c.ksize, c.stride, c.k_exc) == (
+        256, 256, 25, 1, 25.0)
+    assert c.ppd == 28.0 and c.image_size == 28 and c.nominal_image_size == 224
+    assert (c.noise_mode, c.noise_scale, c.noise_level) == ("neuronal", 0.35, 0.07)
+    assert c.complex_cell == "exact" and c.convention == "dicarlolab"
+    np.testing.assert_allclose(p.sf_cpd[:5], [2.1155, 4.7758, 3.8346, 4.8353, 3.4009],
+                               atol=1e-4)
+    np.testing.assert_allclose(p.theta_deg[:5], [106.69, 98.13, 89.77, 102.44, 11.87],
+                               atol=5e-3)
+    assert fraction_above_nyquist(p) == 0.0
+    assert p.sf.min() == pytest.approx(0.0182, abs=1e-4)
+    assert p.sf.max() == pytest.approx(0.1997, abs=1e-4)
+    assert p.sigma_x.min() == pytest.approx(1.51, abs=0.01)
+    assert p.sigma_y.max() == pytest.approx(28.04, abs=0.01)
+    assert block.bottleneck.bias is None and block.bottleneck.out_channels == 32
+
+
+def test_dicarlolab_kernels_run_x_along_rows():
+    params = sample_gabor_params(6, seed=3, convention="dicarlolab", image_size=224)
+    theirs = gabor_kernels(params, 25, convention="dicarlolab")
+    ours = gabor_kernels(params, 25)
+    assert theirs.dtype == torch.float32
+    torch.testing.assert_close(theirs, ours.transpose(-1, -2).float(), rtol=1e-4, atol=1e-6)
+    quad = gabor_kernels(params, 25, 90.0, convention="dicarlolab")
+    torch.testing.assert_close(quad, gabor_kernels(params, 25, 90.0).transpose(-1, -2).float(),
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_exact_complex_cell_gives_nan_gradients_and_its_twin_does_not(digits):
+    """The student's complex cell: NaN input gradients on MNIST digits (black borders); the
+    finite twin has the same forward values and finite gradients."""
+    torch.manual_seed(0)
+    exact = create("vone-mnist-cnn", preset="report", noise_seed=0).eval()
+    twin = finite_gradient_twin(exact)
+    assert twin.vone_block.config.complex_cell == "safe"
+    assert exact.vone_block.config.complex_cell == "exact"  # the original is untouched
+    assert finite_gradient_twin(twin) is twin
+    x, y = digits[0][:4], digits[1][:4]
+    with exact.frozen_noise(3), twin.frozen_noise(3):
+        assert torch.equal(exact(x), twin(x))
+    grads = []
+    for m in (exact, twin):
+        xi = x.clone().requires_grad_(True)
+        with m.frozen_noise(3):
+            (g,) = torch.autograd.grad(F.cross_entropy(m(xi), y), xi)
+        grads.append(g)
+    bad = ~torch.isfinite(grads[0])
+    assert bad.float().mean() > 0.8
+    assert torch.isfinite(grads[1]).all()
+    # where the exact gradient is finite, the twin's is the same number
+    torch.testing.assert_close(grads[1][~bad], grads[0][~bad])
+
+
+def test_exact_zeros_do_not_depend_on_the_channel_count():
+    """A window that sees only zeros responds exactly 0 whatever algorithm the convolution
+    library picks for the shape, so the NaN pattern of the exact cell is a property of the
+    image and the bank, not of the channel count."""
+    x = torch.zeros(2, 1, 28, 28)
+    x[:, :, 0:4, 0:4] = torch.rand(2, 1, 4, 4) + 0.1
+    for ch in (1, 3, 16):
+        block = VOneBlock("report", simple_channels=ch, complex_channels=ch, noise_mode="none",
+                          bottleneck_channels=None)
+        q = block._conv_direct(x)
+        block._exact_zeros(x, q)
+        far = torch.ones(28, 28, dtype=torch.bool)
+        far[:4 + 12, :4 + 12] = False  # windows that touch the bright patch
+        assert (q[..., far] == 0).all()
+        assert (q[..., ~far] != 0).float().mean() > 0.5
+
+
+@pytest.mark.parametrize("cell", ["exact", "safe"])
+def test_exact_and_safe_cells_pass_gradcheck_away_from_zero(cell):
+    torch.manual_seed(0)
+    q = torch.randn(1, 2 + 2 * 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    noise = torch.randn(1, 2 + 2, 3, 3, dtype=torch.float64)
+    tol = torch.full((1, 1, 1, 1), -1.0, dtype=torch.float64)
+    for mode in ("neuronal", "none"):
+        fn = lambda t, m=mode: vone_mod._V1Response.apply(  # noqa: E731
+            t, noise, tol, 2, 2.5, m, 0.35, 0.07, cell)
+        assert torch.autograd.gradcheck(fn, (q,), fast_mode=True)

@@ -14,8 +14,14 @@ flag name                      fails (or warns) when
                                and spread over several draws (warns if ``eot_samples == 1``)
 ``logits_not_probabilities``   the outputs are rows of probabilities instead of logits
 ``clean_accuracy``             warn: clean accuracy is within ``chance_margin`` of chance
-``gradients_finite_nonzero``   some input gradients are NaN/inf, or more than 5 % of the
-                               examples have an all-zero gradient (warn: any zero gradient)
+``gradients_finite_nonzero``   some input gradients are NaN/inf (the evidence names the
+                               fraction of NaN/inf entries), or more than 5 % of the examples
+                               have an all-zero gradient (warn: any zero gradient)
+``budget_used``                FGSM at ``eps`` leaves its budget unused: the median
+                               per-example perturbation norm is below
+                               ``budget_min_fraction * eps``, or the median fraction of movable
+                               pixels it moves is below ``budget_min_pixels`` (see
+                               :func:`check_budget_used`)
 ``iterative_beats_single_step`` PGD (with restarts) or MI-FGSM succeeds less often than FGSM
                                (by more than 3 points)
 ``whitebox_beats_transfer``    PGD transferred from a surrogate beats the white-box gradient
@@ -41,7 +47,14 @@ by ``noise_z`` standard errors of the compared means over the evaluation draws. 
 :func:`worst_case_accuracy` is the per-example worst case over a set of attacks ("min over
 attacks, then mean over examples"): an example counts as robust only if it survives every
 attack (and is classified correctly when clean). For randomised models the worst attack per
-example is the one whose adversarial input the model gets right least often over the draws.
+example is chosen on selection draws and scored on fresh, disjoint scoring draws, and the
+result is never reported above the best single attack (see :func:`worst_case_accuracy`).
+
+Every gradient attack the audit runs is built with ``nonfinite="warn"``: on a model whose
+input gradient has NaN/inf entries the audit still runs (those entries count as 0, as
+``torch.sign(NaN) = 0`` does in a naive evaluation) and reports what such an evaluation
+sees, while ``gradients_finite_nonzero`` and ``budget_used`` fail; the attacks' warnings are
+silenced inside the audit.
 
 Everything runs on the tensors the caller passes: give a small subset (a few hundred examples
 on a CPU). Nothing prints; nothing changes the model's state (modes are restored, no
@@ -63,7 +76,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -90,6 +104,7 @@ __all__ = [
     "check_logits",
     "check_clean_accuracy",
     "check_gradients",
+    "check_budget_used",
     "check_iterative_vs_single_step",
     "check_whitebox_vs_transfer",
     "check_gradient_free",
@@ -161,6 +176,10 @@ class Thresholds:
         unbounded_min_success: success rate the unbounded attack must reach.
         zero_grad_fail_fraction: more examples than this with an all-zero gradient fail.
         convergence_tol: doubling steps or restarts may raise success by at most this.
+        budget_min_fraction: FGSM's median per-example perturbation norm must reach this
+            fraction of eps (``budget_used``).
+        budget_min_pixels: FGSM must move at least this median fraction of the pixels it
+            could move (``budget_used``).
         noise_z: for randomised models, comparisons are widened by this many standard
             errors of the difference of two means over the evaluation draws.
     """
@@ -175,6 +194,8 @@ class Thresholds:
     unbounded_min_success: float = 0.99
     zero_grad_fail_fraction: float = 0.05
     convergence_tol: float = 0.05
+    budget_min_fraction: float = 0.5
+    budget_min_pixels: float = 0.25
     noise_z: float = 2.0
 
     def __post_init__(self) -> None:
@@ -190,17 +211,26 @@ class WorstCaseResult:
 
     Attributes:
         n: number of examples.
-        draws: evaluation passes per adversarial example (1 for deterministic models); the
-            robust accuracy is measured on ``draws // 2`` of them (see ``accuracy``).
+        draws: scoring draws: evaluation passes per adversarial example on which every
+            reported accuracy (``accuracy`` and ``per_attack``) is measured (1 for a
+            deterministic model).
         randomized: whether the model's outputs were found to be random.
-        accuracy: robust accuracy: per example the worst attack (the one with the lowest
-            accuracy over the even draws), then the mean over examples and the odd draws. For
-            a deterministic model: the fraction of examples that survive every attack.
-        accuracy_std: standard deviation over (odd) draws of that accuracy (0 with one draw).
-        per_attack: mean accuracy under each attack (``"clean"`` included).
-        per_attack_std: its standard deviation over draws.
-        robust: per example, the fraction of (odd) draws in which it survived its worst
-            attack, [n].
+        accuracy: robust accuracy, never above any single attack's: see
+            :func:`worst_case_accuracy`. For a deterministic model: the fraction of examples
+            that survive every attack.
+        accuracy_std: standard deviation of that accuracy over the scoring draws (0 with
+            one draw).
+        per_attack: mean accuracy over the scoring draws under each attack (``"clean"``
+            included).
+        per_attack_std: its standard deviation over the scoring draws.
+        robust: per example, the fraction of scoring draws in which it survived the input
+            the estimator submitted for it, [n].
+        selection_draws: evaluation passes on which the worst attack per example is chosen;
+            for a randomised model they are disjoint from (fresh with respect to) the scoring
+            draws; for a deterministic model with one draw it is the same pass.
+        estimator: ``"per-example"`` (the per-example choice) or ``"single:<name>"`` when
+            the best single attack scored lower than the per-example choice and is reported
+            instead.
     """
 
     n: int
@@ -211,6 +241,8 @@ class WorstCaseResult:
     per_attack: dict[str, float]
     per_attack_std: dict[str, float]
     robust: torch.Tensor
+    selection_draws: int = 1
+    estimator: str = "per-example"
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -314,8 +346,22 @@ def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: int,
 
 @dataclass(frozen=True)
 class _Outcome:
+    """An attack's adversarial inputs and the model's verdicts on them.
+
+    ``correct`` ``[draws, n]`` holds the scoring draws: every accuracy, spread and success
+    rate below is measured on them. ``select`` ``[selection draws, n]`` holds the selection
+    draws, on which :func:`_per_example_best` chooses the worst attack per example. For a
+    randomised model they are separate, fresh forward passes (see :func:`_evaluate`); for
+    a deterministic model, or when not given, they are the same tensor as ``correct``.
+    """
+
     x_adv: torch.Tensor | None
-    correct: torch.Tensor  # [draws, n] bool
+    correct: torch.Tensor  # [draws, n] bool: scoring draws
+    select: torch.Tensor | None = None  # [selection draws, n] bool
+
+    def __post_init__(self) -> None:
+        if self.select is None:
+            object.__setattr__(self, "select", self.correct)
 
     @property
     def draws(self) -> int:
@@ -333,6 +379,28 @@ class _Outcome:
     @property
     def success(self) -> float:
         return 1.0 - self.accuracy
+
+
+def _evaluate(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, draws: int,
+              fresh_selection: bool, batch_size: int) -> _Outcome:
+    """Evaluate ``x_adv`` in ``draws`` scoring passes; with ``fresh_selection``, run
+    ``2 * draws`` passes: the first ``draws`` are the selection draws, the last ``draws``
+    the scoring draws (disjoint forward passes, so a choice made on the former does not
+    bias the latter). Without it the scoring passes double as selection draws."""
+    if not fresh_selection:
+        rows = _correct(model, x_adv, y, draws, batch_size)
+        return _Outcome(x_adv, rows, rows)
+    rows = _correct(model, x_adv, y, 2 * draws, batch_size)
+    return _Outcome(x_adv, rows[draws:], rows[:draws])
+
+
+@contextlib.contextmanager
+def _quiet_nonfinite() -> Iterator[None]:
+    """Silence the attacks' ``nonfinite="warn"`` warnings (the audit reports NaN/inf
+    gradients in its own flags)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*NaN/inf", category=RuntimeWarning)
+        yield
 
 
 def _r(v: float) -> float:
@@ -419,12 +487,19 @@ class _Session:
                              square_p_init=square_p_init, seed=seed)
         self._cache: dict[tuple, _Outcome] = {}
         self._surrogates: dict[int, bool] = {}
+        self._grad: torch.Tensor | None = None
 
     # -- running attacks ---------------------------------------------------------------
     def evaluate(self, x_adv: torch.Tensor, draws: int | None = None,
                  model: nn.Module | None = None) -> torch.Tensor:
         return _correct(self.model if model is None else model, x_adv, self.y,
                         self.draws if draws is None else draws, self.batch_size)
+
+    def outcome(self, x_adv: torch.Tensor) -> _Outcome:
+        """``x_adv`` on the model: ``draws`` scoring draws and, for a randomised model,
+        ``draws`` fresh selection draws before them."""
+        return _evaluate(self.model, x_adv, self.y, self.draws, self.randomized,
+                         self.batch_size)
 
     def run(self, key: tuple, attack: Any, source: nn.Module | None = None) -> _Outcome:
         """Outcome of ``attack`` crafted on ``source`` (default: the model), evaluated on the
@@ -434,21 +509,38 @@ class _Session:
         log.info("audit: running %s", key[0] if len(key) == 1 else key)
         src = self.model if source is None else source
         bs = self.batch_size
-        x_adv = torch.cat([attack(src, self.x[i:i + bs], self.y[i:i + bs])
-                           for i in range(0, self.x.shape[0], bs)])
-        out = _Outcome(x_adv, self.evaluate(x_adv))
+        with _quiet_nonfinite():
+            x_adv = torch.cat([attack(src, self.x[i:i + bs], self.y[i:i + bs])
+                               for i in range(0, self.x.shape[0], bs)])
+        out = self.outcome(x_adv)
         self._cache[key] = out
         return out
 
     def clean(self) -> _Outcome:
         key = ("clean",)
         if key not in self._cache:
-            self._cache[key] = _Outcome(self.x, self.evaluate(self.x))
+            self._cache[key] = self.outcome(self.x)
         return self._cache[key]
+
+    def gradient(self) -> torch.Tensor:
+        """Input gradient of the summed cross-entropy at the clean inputs (one draw, eval
+        mode), ``[N, ...]``; NaN/inf entries are kept. Computed once per session."""
+        if self._grad is None:
+            grads = []
+            with model_mode(self.model, "eval"):
+                for i in range(0, self.x.shape[0], self.batch_size):
+                    xi = self.x[i:i + self.batch_size].detach().clone().requires_grad_(True)
+                    with torch.enable_grad():
+                        loss = F.cross_entropy(self.model(xi), self.y[i:i + self.batch_size],
+                                               reduction="sum")
+                        (g,) = torch.autograd.grad(loss, xi)
+                    grads.append(g.detach())
+            self._grad = torch.cat(grads)
+        return self._grad
 
     def fgsm(self, eps: float) -> _Outcome:
         atk = FGSM(eps=eps, norm=self.norm, eot_samples=self.eot, bounds=self.bounds,
-                   seed=self.seed)
+                   seed=self.seed, nonfinite="warn")
         return self.run(("fgsm", eps), atk)
 
     def pgd(self, eps: float, *, steps: int | None = None, restarts: int | None = None,
@@ -456,12 +548,14 @@ class _Session:
         steps = self.settings["steps"] if steps is None else steps
         restarts = self.settings["restarts"] if restarts is None else restarts
         atk = PGD(eps=eps, norm=self.norm, steps=steps, restarts=restarts, loss=loss,
-                  eot_samples=self.eot, bounds=self.bounds, seed=self.seed + 1)
+                  eot_samples=self.eot, bounds=self.bounds, seed=self.seed + 1,
+                  nonfinite="warn")
         return self.run(("pgd", eps, steps, restarts, loss), atk)
 
     def mifgsm(self, eps: float) -> _Outcome:
         atk = MIFGSM(eps=eps, norm=self.norm, steps=self.settings["steps"],
-                     eot_samples=self.eot, bounds=self.bounds, seed=self.seed + 2)
+                     eot_samples=self.eot, bounds=self.bounds, seed=self.seed + 2,
+                     nonfinite="warn")
         return self.run(("mifgsm", eps), atk)
 
     def square(self, eps: float) -> _Outcome:
@@ -482,7 +576,7 @@ class _Session:
         eot = self.requested_eot if self._surrogates[sid] else 1
         atk = PGD(eps=eps, norm=self.norm, steps=self.settings["steps"],
                   restarts=self.settings["restarts"], eot_samples=eot, bounds=self.bounds,
-                  seed=self.seed + 5)
+                  seed=self.seed + 5, nonfinite="warn")
         return self.run(("transfer", eps, sid), atk, source=surrogate)
 
     def unbounded(self) -> _Outcome:
@@ -490,7 +584,7 @@ class _Session:
         lo, hi = self.bounds
         atk = PGD(eps=math.inf, norm=Norm.LINF, steps=steps, alpha=2.5 * (hi - lo) / steps,
                   loss="cw", random_start=False, eot_samples=self.eot, bounds=self.bounds,
-                  seed=self.seed + 6)
+                  seed=self.seed + 6, nonfinite="warn")
         return self.run(("unbounded",), atk)
 
     def gradient_attacks(self, eps: float) -> dict[str, _Outcome]:
@@ -572,29 +666,24 @@ def _flag_clean(s: _Session) -> Flag:
 
 
 def _flag_gradients(s: _Session) -> Flag:
-    model, x, y = s.model, s.x, s.y
-    zero = nonfinite = 0
-    norms = []
-    with model_mode(model, "eval"):
-        for i in range(0, x.shape[0], s.batch_size):
-            xi = x[i:i + s.batch_size].detach().clone().requires_grad_(True)
-            with torch.enable_grad():
-                loss = F.cross_entropy(model(xi), y[i:i + s.batch_size], reduction="sum")
-                (g,) = torch.autograd.grad(loss, xi)
-            flat = g.flatten(1)
-            finite = torch.isfinite(flat).all(dim=1)
-            nonfinite += int((~finite).sum())
-            zero += int((finite & (flat == 0).all(dim=1)).sum())
-            norms.append(flat.norm(dim=1)[finite])
-    n = x.shape[0]
-    norms_t = torch.cat(norms) if norms else torch.zeros(0)
-    zf, nf = zero / n, nonfinite / n
-    nums = dict(zero_fraction=_r(zf), nonfinite_fraction=_r(nf), n=n,
-                median_norm=float(norms_t.median()) if norms_t.numel() else float("nan"))
+    flat = s.gradient().flatten(1)
+    finite_entries = torch.isfinite(flat)
+    finite = finite_entries.all(dim=1)
+    n, total = flat.shape[0], flat.numel()
+    bad_entries = total - int(finite_entries.sum())
+    nonfinite = int((~finite).sum())
+    zero = int((finite & (flat == 0).all(dim=1)).sum())
+    norms_t = flat[finite].norm(dim=1)
+    zf, nf, ef = zero / n, nonfinite / n, bad_entries / total if total else 0.0
+    nums = dict(zero_fraction=_r(zf), nonfinite_fraction=_r(nf),
+                nonfinite_entry_fraction=float(f"{ef:.4g}"), nonfinite_entries=bad_entries,
+                n=n, median_norm=float(norms_t.median()) if norms_t.numel() else float("nan"))
     t = s.thresholds.zero_grad_fail_fraction
     if nonfinite:
         return _bad("gradients_finite_nonzero", "fail",
-                    f"{nonfinite} of {n} examples have NaN/inf input gradients", **nums)
+                    f"{100 * ef:.3g} % of input-gradient entries are NaN/inf ({nonfinite} of "
+                    f"{n} examples affected): the backward pass is not finite (e.g. sqrt at 0 "
+                    f"without epsilon); sign(NaN) = 0 leaves those pixels unperturbed", **nums)
     if zf > t:
         return _bad("gradients_finite_nonzero", "fail",
                     f"{zero} of {n} examples ({zf:.1%}) have an all-zero input gradient of the "
@@ -604,6 +693,74 @@ def _flag_gradients(s: _Session) -> Flag:
                     f"{zero} of {n} examples have an all-zero input gradient", **nums)
     return _ok("gradients_finite_nonzero", f"input gradients are finite and non-zero on all "
                f"{n} examples", **nums)
+
+
+def _could_move(s: _Session) -> torch.Tensor:
+    """``[N, ...]`` bool: the pixels a single untargeted step of the threat model's steepest
+    ascent can move. Excluded are only the pixels that sit on a bound of the box (within
+    1e-12) while the clean input gradient of the loss there is finite and points out of the
+    box (``x = lo`` and ``g < 0``, or ``x = hi`` and ``g > 0``): the box clamp undoes their
+    step. Pixels whose gradient is 0 or NaN/inf count as movable -- a usable gradient would
+    move them, and their not moving is exactly what ``budget_used`` detects."""
+    lo, hi = s.bounds
+    g = s.gradient()
+    out_low = (s.x <= lo + 1e-12) & (g < 0)  # NaN compares False: stays movable
+    out_high = (s.x >= hi - 1e-12) & (g > 0)
+    return ~(out_low | out_high)
+
+
+def _budget_stats(s: _Session, o: _Outcome, movable: torch.Tensor) -> dict[str, float]:
+    """Medians over examples of one attack's perturbation ``x_adv - x``: its norm in the
+    threat model's norm and in Linf, and the fraction of movable pixels it changed; and the
+    fraction of images it left exactly unchanged."""
+    delta = (o.x_adv - s.x).flatten(1)
+    linf = delta.abs().amax(dim=1)
+    size = linf if s.norm is Norm.LINF else delta.norm(dim=1)
+    mov = movable.flatten(1)
+    n_mov = mov.sum(dim=1)
+    hit = ((delta != 0) & mov).sum(dim=1)
+    # an image with no movable pixel cannot be perturbed at all: nothing to hold against it
+    frac = torch.where(n_mov > 0, hit.double() / n_mov.clamp_min(1).double(),
+                       torch.ones_like(hit, dtype=torch.float64))
+    return dict(median_norm=float(size.double().quantile(0.5)),
+                median_linf=float(linf.double().quantile(0.5)),
+                median_moved_fraction=float(frac.quantile(0.5)),
+                unchanged_images_fraction=float((delta == 0).all(dim=1).double().mean()))
+
+
+def _flag_budget(s: _Session) -> Flag:
+    eps, th = s.eps, s.thresholds
+    movable = _could_move(s)
+    f = _budget_stats(s, s.fgsm(eps), movable)
+    p = _budget_stats(s, s.pgd(eps), movable)
+    sym = "Linf" if s.norm is Norm.LINF else "L2"
+    nums = dict(norm=s.norm.value, eps=_r(eps), median_norm=_r(f["median_norm"]),
+                median_linf=_r(f["median_linf"]),
+                median_moved_fraction=_r(f["median_moved_fraction"]),
+                unchanged_images_fraction=_r(f["unchanged_images_fraction"]),
+                movable_fraction=_r(movable.double().mean()),
+                pgd_median_norm=_r(p["median_norm"]),
+                pgd_unchanged_images_fraction=_r(p["unchanged_images_fraction"]),
+                min_fraction=_r(th.budget_min_fraction), min_pixels=_r(th.budget_min_pixels))
+    txt = (f"FGSM at eps={eps:g}: median {sym} perturbation {f['median_norm']:.4g} "
+           f"({f['median_norm'] / eps:.1%} of eps), median {f['median_moved_fraction']:.1%} "
+           f"of the movable pixels moved, {f['unchanged_images_fraction']:.1%} of the images "
+           f"unchanged; PGD: median {sym} perturbation {p['median_norm']:.4g}")
+    short_norm = f["median_norm"] < th.budget_min_fraction * eps
+    few_pixels = f["median_moved_fraction"] < th.budget_min_pixels
+    if short_norm or few_pixels:
+        why = []
+        if short_norm:
+            why.append(f"median {sym} {f['median_norm']:.4g} < {th.budget_min_fraction:g} x "
+                       f"eps")
+        if few_pixels:
+            why.append(f"median moved fraction {f['median_moved_fraction']:.1%} < "
+                       f"{th.budget_min_pixels:.0%}")
+        return _bad("budget_used", "fail",
+                    f"the attack leaves its budget unused ({'; '.join(why)}; {txt}): its "
+                    f"input gradient is zero or NaN/inf on those pixels (sign(NaN) = 0), so "
+                    f"the robustness it reports is not earned", **nums)
+    return _ok("budget_used", txt, **nums)
 
 
 def _flag_single_step(s: _Session) -> Flag:
@@ -630,36 +787,56 @@ def _resolve_surrogate(s: _Session, surrogate: nn.Module | None
     return None, ""
 
 
-def _per_example_best(outcomes: Mapping[str, _Outcome]) -> _Outcome:
-    """Per example, the draws of the attack with the lowest accuracy over draws.
+def _worst_choice(outcomes: Mapping[str, _Outcome]) -> tuple[_Outcome, str]:
+    """The estimator of :func:`_per_example_best`, with its name (``"per-example"`` or
+    ``"single:<attack>"``)."""
+    names = list(outcomes)
+    select = torch.stack([outcomes[k].select for k in names])  # [attacks, S, n]
+    score = torch.stack([outcomes[k].correct for k in names])  # [attacks, D, n]
+    hits = select.sum(dim=1)  # [attacks, n]: selection draws classified correctly
+    total = hits.sum(dim=1)  # [attacks]: overall selection accuracy (times S * n)
+    # rank 0 = the strongest attack (fewest correct selection draws overall), then input order
+    order = sorted(range(len(names)), key=lambda a: (int(total[a]), a))
+    rank = torch.empty(len(names), dtype=torch.long, device=hits.device)
+    rank[order] = torch.arange(len(names), device=hits.device)
+    lowest = hits == hits.min(dim=0, keepdim=True).values
+    best = torch.where(lowest, rank[:, None], len(names)).argmin(dim=0)  # [n], ranks unique
+    idx = torch.arange(hits.shape[1], device=hits.device)
+    chosen = _Outcome(None, score[best, :, idx].t(), select[best, :, idx].t())
+    single = min(names, key=lambda k: outcomes[k].accuracy)  # first of equals
+    if outcomes[single].accuracy < chosen.accuracy:
+        o = outcomes[single]
+        return _Outcome(None, o.correct, o.select), f"single:{single}"
+    return chosen, "per-example"
 
-    For a deterministic model (one draw) an example is fooled if any attack fooled it. For a
-    randomised model the attacker submits one input per example, the one the model gets
-    right least often (counting "any attack in this draw" instead would turn every extra
-    attack into an extra roll of the model's dice). The worst attack is chosen on the even
-    draws and measured on the odd ones, so the choice does not bias the measurement.
+
+def _per_example_best(outcomes: Mapping[str, _Outcome]) -> _Outcome:
+    """The worst case over ``outcomes``, never above the best single attack.
+
+    1. Per example, choose the attack whose adversarial input the model classifies
+       correctly in the fewest of the selection draws (``select``); ties go to the attack
+       with the lowest selection accuracy over all examples (the strongest attack), then
+       to the one listed first.
+    2. Score the chosen inputs on the scoring draws (``correct``). For a randomised model
+       these are fresh forward passes, disjoint from the selection draws, so the choice
+       does not bias the measurement.
+    3. If the best single attack's scoring accuracy is lower than that, return it instead.
+
+    For a deterministic model (one pass, ``select is correct``) step 1 picks an attack that
+    fooled the example whenever any did, so the result is the exact per-example minimum
+    ("fooled by any attack") and step 3 never applies. The attacker submits one input per
+    example: counting "any attack fooled it in this draw" instead would turn every extra
+    attack into an extra roll of a randomised model's dice.
     """
-    stack = torch.stack([o.correct for o in outcomes.values()])  # [attacks, draws, n]
-    if stack.shape[1] >= 2:
-        select, report = stack[:, 0::2], stack[:, 1::2]
-    else:
-        select = report = stack
-    best = select.float().mean(dim=1).argmin(dim=0)  # [n]; ties: the first attack
-    n = stack.shape[2]
-    correct = report[best, :, torch.arange(n, device=stack.device)].t()  # [draws', n]
-    return _Outcome(None, correct)
+    return _worst_choice(outcomes)[0]
 
 
 def _best_gradient(s: _Session, eps: float) -> tuple[str, _Outcome]:
-    """The gradient attacks' per-example worst case and the name of the best single attack.
-
-    For randomised models the per-example choice is measured on half the draws and can come
-    out below the best single attack by chance; the stronger of the two is returned.
-    """
+    """The gradient attacks' worst case (:func:`_per_example_best`, hence never weaker than
+    the best single attack) and the name of the best single attack."""
     atks = s.gradient_attacks(eps)
     name = max(atks, key=lambda k: atks[k].success)
-    best = _per_example_best(atks)
-    return name, (best if best.success >= atks[name].success else atks[name])
+    return name, _per_example_best(atks)
 
 
 def _flag_transfer(s: _Session, surrogate: nn.Module | None) -> Flag:
@@ -882,6 +1059,31 @@ def check_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kw: An
     return _flag_gradients(_session(model, x, y, kw.pop("eps", 0.1), **kw))
 
 
+def check_budget_used(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
+                      **kw: Any) -> Flag:
+    """FGSM at ``eps`` must use its budget: a model whose input gradient is NaN/inf (or 0)
+    on many pixels leaves them unperturbed (``sign(NaN) = 0``) and looks robust.
+
+    Per example, with ``delta = FGSM(x) - x`` (the audit runs it with ``nonfinite="warn"``,
+    i.e. NaN/inf gradient entries count as 0):
+
+    * the perturbation norm ``||delta||`` in the threat model's norm (Linf or L2);
+    * the moved fraction: the share of the *movable* pixels with ``delta != 0``. Movable is
+      every pixel except those on a bound of the box (within 1e-12) whose finite clean input
+      gradient points out of the box (``x = lo, g < 0`` or ``x = hi, g > 0``): the clamp
+      keeps those in place on any model. Pixels with a zero or NaN/inf gradient are movable.
+      An image without movable pixels counts as moved fraction 1.
+
+    Fails when the median norm over examples is below ``budget_min_fraction * eps`` (default
+    0.5) or the median moved fraction is below ``budget_min_pixels`` (default 0.25). The
+    numbers include ``median_linf``, ``median_norm``, ``eps``, ``median_moved_fraction``,
+    ``unchanged_images_fraction`` (images with ``delta`` exactly 0) and PGD's median norm
+    (for information: PGD's random start moves every pixel, so it does not decide).
+    Keyword arguments are those of :func:`audit`.
+    """
+    return _flag_budget(_session(model, x, y, eps, **kw))
+
+
 def check_iterative_vs_single_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                                    eps: float, **kw: Any) -> Flag:
     """(b) PGD (with restarts) and MI-FGSM must succeed at least as often as FGSM."""
@@ -940,18 +1142,19 @@ def check_convergence(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: f
 
 def _worst_case(outcomes: Mapping[str, _Outcome], randomized: bool) -> WorstCaseResult:
     names = list(outcomes)
-    best = _per_example_best(outcomes)
+    best, estimator = _worst_choice(outcomes)
     per_draw = best.correct.float().mean(dim=1)
-    draws = next(iter(outcomes.values())).draws
     return WorstCaseResult(
         n=best.correct.shape[1],
-        draws=draws,
+        draws=best.draws,
         randomized=randomized,
         accuracy=float(per_draw.mean()),
         accuracy_std=float(per_draw.std()) if per_draw.numel() > 1 else 0.0,
         per_attack={k: outcomes[k].accuracy for k in names},
         per_attack_std={k: outcomes[k].accuracy_std for k in names},
         robust=best.correct.float().mean(dim=0).cpu(),
+        selection_draws=best.select.shape[0],
+        estimator=estimator,
     )
 
 
@@ -984,20 +1187,29 @@ def worst_case_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
 
     Every attack is run once on ``(x, y)`` (untargeted). An example counts as robust only if
     the model classifies it correctly under every attack (and, with ``include_clean``, on the
-    clean input too). For a randomised model each adversarial example is evaluated over
-    ``eval_draws`` forward passes (default 20; 1 for deterministic models); per example the
-    worst attack is the one whose adversarial input is classified correctly in the fewest
-    draws (the attacker submits one input, the noise is drawn at evaluation). It is chosen on
-    the even draws and measured on the odd ones (no selection bias), and the accuracy is
-    reported as mean and standard deviation over those draws (Carlini et al. 2019; Athalye
-    et al. 2018; Croce and Hein 2020).
+    clean input too). The estimator (Carlini et al. 2019; Athalye et al. 2018; Croce and Hein
+    2020), with ``D = eval_draws``:
+
+    * Deterministic model (``D = 1`` by default): one forward pass per input; the result is
+      the exact per-example minimum, the fraction of examples no attack fooled.
+    * Randomised model (or ``D > 1``): every input (clean and each attack's) is evaluated in
+      ``2 D`` forward passes; the first ``D`` are selection draws, the last ``D`` fresh
+      scoring draws. Per example the attacker submits one input: that of the attack the
+      model classified correctly in the fewest selection draws, ties going to the attack
+      with the lowest selection accuracy overall (the strongest), then to the one listed
+      first. The submitted inputs are scored on the scoring draws only, so the choice does
+      not bias the measurement. If the best single attack's scoring accuracy is lower, that
+      is reported instead (``estimator`` says which), so the worst case is never above any
+      single attack. ``accuracy`` and ``per_attack`` are means over the scoring draws,
+      ``accuracy_std`` and ``per_attack_std`` their standard deviations over those draws.
 
     Args:
         model: the classifier (returns logits).
         x, y: a (small) batch of examples and their labels.
         attacks: ``{name: attack}`` or a sequence of attacks (named by their ``name``
             attribute); each is called as ``attack(model, x, y)``.
-        eval_draws: evaluation passes per example (None: 20 if the outputs are random).
+        eval_draws: scoring draws ``D`` per input (None: 20 if the outputs are random, else
+            1); with more than one, ``D`` more selection draws are run before them.
         include_clean: count the clean input as one more "attack".
         batch_size: examples per attack call and per evaluation pass.
 
@@ -1019,13 +1231,14 @@ def worst_case_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
         raise ValueError(f"eval_draws must be an integer >= 1, got {eval_draws!r}")
     randomized, _ = outputs_differ(model, x)
     draws = eval_draws if eval_draws is not None else (20 if randomized else 1)
+    fresh = randomized or draws > 1
     outcomes: dict[str, _Outcome] = {}
     if include_clean:
-        outcomes["clean"] = _Outcome(x, _correct(model, x, y, draws, batch_size))
+        outcomes["clean"] = _evaluate(model, x, y, draws, fresh, batch_size)
     for name, atk in items:
         x_adv = torch.cat([atk(model, x[i:i + batch_size], y[i:i + batch_size])
                            for i in range(0, x.shape[0], batch_size)])
-        outcomes[name] = _Outcome(x_adv, _correct(model, x_adv, y, draws, batch_size))
+        outcomes[name] = _evaluate(model, x_adv, y, draws, fresh, batch_size)
     return _worst_case(outcomes, randomized)
 
 
@@ -1084,6 +1297,7 @@ def audit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *,
         ("logits_not_probabilities", lambda: _flag_logits(s.model, s.x)),
         ("clean_accuracy", lambda: _flag_clean(s)),
         ("gradients_finite_nonzero", lambda: _flag_gradients(s)),
+        ("budget_used", lambda: _flag_budget(s)),
         ("iterative_beats_single_step", lambda: _flag_single_step(s)),
         ("whitebox_beats_transfer", lambda: _flag_transfer(s, surrogate)),
         ("gradient_free_below_gradient", lambda: _flag_square(s)),

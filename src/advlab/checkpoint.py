@@ -113,8 +113,14 @@ def read_card(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "cpu",
+                    overrides: dict[str, Any] | None = None,
                     ) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model of a checkpoint from its card and load its weights (eval mode)."""
+    """Rebuild the model of a checkpoint from its card and load its weights (eval mode).
+
+    ``overrides`` replaces keyword arguments of the model's constructor that do not change
+    its parameters, e.g. ``{"complex_cell": "safe"}`` for the finite-gradient twin of a
+    student-exact VOne model (the weights must still load strictly).
+    """
     from advlab.models import create
 
     d = _resolve(path)
@@ -128,6 +134,6 @@ def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "
         raise CheckpointError(f"{wpath} does not match its card: sha256 {digest}, card says "
                               f"{card['weights_sha256']}")
     state = bytes_to_state(data, str(wpath))
-    model = create(card["model"], **card.get("model_kwargs", {}))
+    model = create(card["model"], **{**card.get("model_kwargs", {}), **(overrides or {})})
     model.load_state_dict(state, strict=True)
     return model.to(device).eval(), card

@@ -138,7 +138,7 @@ def _load_model(spec: str, device: str, model_args: list[tuple[str, Any]] | None
     from advlab.models import create, list_models
 
     if Path(spec).exists():
-        model, card = load_checkpoint(spec, device)
+        model, card = load_checkpoint(spec, device, dict(model_args or []))
         return model, card["model"], card
     if spec in list_models():
         log.warning("%s is a registry name: attacking a freshly created, UNTRAINED model", spec)

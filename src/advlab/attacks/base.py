@@ -63,11 +63,31 @@ from torch import nn
 from advlab.attacks.losses import Goal, get_loss
 from advlab.threat import Norm, ThreatModel
 
-__all__ = ["Attack", "AttackResult", "model_mode", "check_model_device", "clear_compile_cache"]
+__all__ = ["Attack", "AttackResult", "NonFiniteGradientError", "model_mode", "check_model_device",
+           "clear_compile_cache"]
 
 log = logging.getLogger(__name__)
 
 _MODES = ("eval", "train", "keep")
+_NONFINITE = ("raise", "warn")
+
+
+class NonFiniteGradientError(FloatingPointError):
+    """The model's input gradient has NaN or infinite entries.
+
+    Stepping on such a gradient fails silently: ``torch.sign(NaN)`` is 0, so a sign attack
+    leaves those pixels unchanged and reports a robustness that is only a broken backward
+    pass (e.g. ``sqrt`` at 0 without an epsilon). Attributes: ``count`` and ``total`` entries.
+    """
+
+    def __init__(self, count: int, total: int, attack: str) -> None:
+        self.count, self.total = count, total
+        super().__init__(
+            f"{attack}: the model's input gradient has {count} NaN/inf entries out of {total} "
+            f"({100 * count / total:.1f} %); a step would leave those pixels unchanged "
+            f"(sign(NaN) = 0) and overstate robustness. Fix the model's backward pass (e.g. an "
+            f"epsilon inside sqrt, or a finite subgradient at 0), or pass nonfinite='warn' to "
+            f"proceed with those entries treated as 0")
 _AMP_DTYPES: dict[str | None, torch.dtype | None] = {
     None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
 #: fp16 loss scale: the logits' gradient is at most 1 in absolute value per example, so
@@ -255,6 +275,7 @@ class _Oracle:
         self.loss_hook = getattr(model, "attack_loss", None)
         self._compile_errors = _compile_errors() if attack.compile else ()
         self._warned_overflow = False
+        self.warned_nonfinite = False
 
     # one module's forward with the options -------------------------------------------
     def _forward(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -363,6 +384,10 @@ class Attack:
         model_mode: ``"eval"`` (default), ``"train"`` or ``"keep"``; restored afterwards.
         bounds: valid pixel range (default ``(0, 1)``).
         seed: seed of the local generator for random starts (None: nondeterministic).
+        nonfinite: what a NaN/inf entry of the input gradient does: ``"raise"`` (default) a
+            :class:`NonFiniteGradientError` naming the count; ``"warn"`` logs a warning (once
+            per run) and treats those entries as 0, which is what ``torch.sign`` does with NaN
+            -- use it only to reproduce evaluations that stepped on such gradients.
         clip: clip to ``bounds`` after every step (default True). ``False`` exists only to
             reproduce flawed evaluations that forgot to clip; the eps-ball still holds.
         amp: ``None`` (default, full precision), ``"bf16"`` or ``"fp16"``: run the forward
@@ -390,6 +415,7 @@ class Attack:
     bounds: tuple[float, float] = (0.0, 1.0)
     seed: int | None = 0
     clip: bool = True
+    nonfinite: str = "raise"
     amp: str | None = None
     channels_last: bool = False
     compile: bool = False
@@ -411,6 +437,8 @@ class Attack:
             raise ValueError(f"decay must be >= 0, got {self.decay!r}")
         if self.model_mode not in _MODES:
             raise ValueError(f"model_mode must be one of {_MODES}, got {self.model_mode!r}")
+        if self.nonfinite not in _NONFINITE:
+            raise ValueError(f"nonfinite must be one of {_NONFINITE}, got {self.nonfinite!r}")
         if not (self.amp is None or (isinstance(self.amp, str) and self.amp in _AMP_DTYPES)):
             raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {self.amp!r}")
         for flag in ("channels_last", "compile"):
@@ -548,7 +576,24 @@ class Attack:
         if self.eot_samples > 1:
             grad = grad / self.eot_samples
             loss_sum = loss_sum / self.eot_samples
-        return grad, loss_sum
+        return self._finite(grad, oracle), loss_sum
+
+    def _finite(self, grad: torch.Tensor, oracle: _Oracle) -> torch.Tensor:
+        """``grad`` itself when finite; else raise, or (``nonfinite="warn"``) zero the bad
+        entries, warning once per run."""
+        bad = ~torch.isfinite(grad)
+        if not bool(bad.any()):
+            return grad
+        err = NonFiniteGradientError(int(bad.sum()), grad.numel(), type(self).__name__)
+        if self.nonfinite == "raise":
+            raise err
+        if not oracle.warned_nonfinite:  # one text, so Python shows it once per place
+            oracle.warned_nonfinite = True
+            log.debug("%s", err)
+            warnings.warn(f"{type(self).__name__}: the model's input gradient has NaN/inf "
+                          f"entries; nonfinite='warn' treats them as 0 (as sign(NaN) = 0 "
+                          f"does)", RuntimeWarning, stacklevel=4)
+        return grad.masked_fill(bad, 0.0)
 
     def _projector(self, tm: ThreatModel, x: torch.Tensor,
                    alpha: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -27,7 +27,11 @@ def add_commands(sub: Any, add_attack_options: Callable, add_common: Callable) -
                                    "FGSM as reported, fine-tune, then evaluate soundly (EOT, "
                                    "PGD, Square, transfer, eps sweep, audit).")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--quick", action="store_true", help="subsets and fewer epochs (minutes)")
+    g.add_argument("--quick", action="store_true",
+                   help="smoke test: small subsets and budgets (under 10 minutes on 2 cores)")
+    g.add_argument("--standard", action="store_true",
+                   help="the student's exact models on training subsets, sound evaluation on "
+                        "200 images (under 45 minutes on 2 cores)")
     g.add_argument("--full", action="store_true", help="the report's protocol (default)")
     p.add_argument("--out", default="runs/vonenet-fgsm", help="output directory")
     p.add_argument("--cache", default=None,
@@ -121,7 +125,8 @@ def _reproduce_vonenet(args: argparse.Namespace) -> int:
         over["eot_samples"] = args.eot
     if args.models:
         over["models"] = tuple(args.models)
-    cfg = VoneNetConfig.preset("quick" if args.quick else "full", **over)
+    profile = "quick" if args.quick else "standard" if args.standard else "full"
+    cfg = VoneNetConfig.preset(profile, **over)
     t0 = time.perf_counter()
     res = run_vonenet(cfg, args.out, cache_dir=args.cache, progress=not args.no_progress,
                       audit=not args.no_audit)
