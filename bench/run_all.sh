@@ -52,6 +52,9 @@ $PY bench/ensemble_memory.py $T --repeats 3 --time-repeats 0 --allocator default
 $PY bench/ensemble_memory.py $T --repeats 1 --time-repeats 0 --sizes 6 --batch 1024 \
     --out $R/ensemble_memory_b1024.json
 
+# The student's exact VOne front end: subnormal taps flushed vs kept, and FFT, for scale.
+$PY bench/vone_frontend.py $T --repeats 8 --out $R/vone_frontend.json
+
 if [[ "${ZOO:-0}" == 1 ]]; then
     $PY bench/zoo_speed.py $T --out $R/zoo_speed.json
 fi

@@ -17,7 +17,7 @@ from advlab.audit import (
     check_budget_used,
     check_gradients,
 )
-from conftest import TinyCNN, blobs
+from conftest import blobs
 
 SIZE, BORDER = 12, 4  # 12x12 images, black frame 4 pixels wide around a 4x4 centre
 CENTRE = (SIZE - 2 * BORDER) ** 2
@@ -86,23 +86,6 @@ def data():
 @pytest.fixture(scope="module")
 def models():
     return ComplexCell(safe=False).eval(), ComplexCell(safe=True).eval()
-
-
-@pytest.fixture(scope="module")
-def trained_cnn() -> TinyCNN:
-    torch.manual_seed(0)
-    model = TinyCNN()
-    x, y = blobs(1000, seed=1)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(3):
-        for i in range(0, 1000, 100):
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x[i:i + 100]), y[i:i + 100]).backward()
-            opt.step()
-    for p in model.parameters():
-        p.grad = None
-    return model.eval()
 
 
 def test_the_two_models_differ_only_in_backward(models, data):

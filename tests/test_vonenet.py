@@ -220,3 +220,13 @@ def test_student_fgsm_shows_the_nan_mechanism_on_the_student_bank():
     assert r["moved_pixels"] < 0.2
     assert r["fgsm_finite"] is not None and r["clean"]["n"] == 12
     assert set(r["paired"]) == {"reported_only", "finite_only", "mcnemar_p"}
+
+
+def test_as_reported_is_the_students_clipped_fgsm():
+    """The listing's clamp(x + eps * sign(grad), 0, 1), stepping by sign(NaN) = 0 where the
+    student's model has NaN gradients (their code did; advlab's attacks otherwise refuse)."""
+    atk = VoneNetConfig.preset("quick").as_reported_attack()
+    assert (atk.name, atk.eps, atk.steps, atk.clip, atk.nonfinite) == ("fgsm", 0.35, 1, True,
+                                                                       "warn")
+    assert not atk.random_start and atk.eot_samples == 1 and atk.loss == "ce"
+    assert VoneNetConfig.preset("standard").vone_preset == "report"

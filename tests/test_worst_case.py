@@ -13,30 +13,13 @@ from torch import nn
 from advlab import audit as audit_mod
 from advlab.attacks import FGSM, PGD
 from advlab.audit import worst_case_accuracy
-from conftest import TinyCNN, blobs
+from conftest import blobs
 
 
 def outcome(select, correct) -> audit_mod._Outcome:
     """An outcome from ``[draws, n]`` 0/1 lists: selection draws, then scoring draws."""
     return audit_mod._Outcome(None, torch.tensor(correct, dtype=torch.bool),
                               torch.tensor(select, dtype=torch.bool))
-
-
-@pytest.fixture(scope="module")
-def trained_cnn() -> TinyCNN:
-    torch.manual_seed(0)
-    model = TinyCNN()
-    x, y = blobs(1000, seed=1)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(3):
-        for i in range(0, 1000, 100):
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x[i:i + 100]), y[i:i + 100]).backward()
-            opt.step()
-    for p in model.parameters():
-        p.grad = None
-    return model.eval()
 
 
 def test_ties_go_to_the_strongest_attack_not_to_clean():

@@ -49,7 +49,8 @@ def wilson_interval(successes: float, n: int, confidence: float = 0.95) -> tuple
     z2n = z * z / n
     centre = (p + z2n / 2) / (1 + z2n)
     half = z * math.sqrt(p * (1 - p) / n + z2n / (4 * n)) / (1 + z2n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # the interval always holds p (rounding can put centre - half a hair above 0 when p = 0)
+    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
 
 
 def format_rate(rate: float, n: int, confidence: float = 0.95, digits: int = 1) -> str:

@@ -1287,9 +1287,12 @@ def _register_vone(name: str, backbone: str, label: str) -> None:
     factory.__signature__ = inspect.Signature(params)
     factory.__name__ = name.replace("-", "_")
     factory.__doc__ = (
-        f"VOne{label}: VOneBlock -> 1x1 bottleneck -> the report's {label} "
-        "(``preset='sound'`` by default, ``'report'`` for the student's settings; any "
-        "VOneConfig field may be overridden)."
+        f"VOne{label}: VOneBlock -> 1x1 bottleneck -> the report's {label}. "
+        "``preset='sound'`` (default): finite gradients, for sound evaluation; ``'report'``: "
+        "the student's exact front end, whose input gradients are NaN where a complex cell's "
+        "energy is exactly 0 (as in their code); ``'report-finite'``: its finite-gradient "
+        "twin (same state dict); ``'aliased-28px'``: VOneNet's defaults on a 28-px image "
+        "spanning 8 degrees. Any VOneConfig field may be overridden."
     )
     register(
         name,
@@ -1299,7 +1302,8 @@ def _register_vone(name: str, backbone: str, label: str) -> None:
             _config_from_arguments(a).image_size,
         ),
         num_classes=lambda a: a["num_classes"],
-        description=f"VOneBlock + bottleneck + {label} (stochastic V1 front end)",
+        description=f"VOneBlock + bottleneck + {label} (stochastic V1 front end; "
+                    f"preset=report: the student's, NaN gradients)",
         randomized=lambda a: _config_from_arguments(a).randomized,
         reference="Dapello et al., NeurIPS 2020 (VOneNet); Kim & Ahn 2021 report",
         quick_train_size=lambda a: _quick_sizes(backbone, a["preset"])[0],
