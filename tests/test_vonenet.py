@@ -207,6 +207,7 @@ def test_student_fgsm_shows_the_nan_mechanism_on_the_student_bank():
     as-reported FGSM moves few pixels; its finite twin moves them all."""
     import torch
 
+    from advlab.attacks import NonFiniteGradientWarning
     from advlab.experiments.vonenet_mechanism import student_fgsm
     from advlab.models import create
     from advlab.train import load_split
@@ -214,7 +215,7 @@ def test_student_fgsm_shows_the_nan_mechanism_on_the_student_bank():
     torch.manual_seed(0)
     model = create("vone-mnist-mlp", preset="report").eval()
     x, y = load_split("test", 12, None, "cpu")
-    with pytest.warns(RuntimeWarning, match="NaN/inf entries; nonfinite='warn'"):
+    with pytest.warns(NonFiniteGradientWarning, match="NaN/inf entries; nonfinite='warn'"):
         r = student_fgsm(model, x, y, 0.35, 0, lambda m, s: m.reseed_noise(s))
     assert r["nonfinite_entries"] > 0.8 and r["nonfinite_images"] == 1.0
     assert r["moved_pixels"] < 0.2

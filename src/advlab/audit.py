@@ -85,7 +85,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advlab.attacks.base import Attack, _check_int_labels, _check_labels_range, model_mode
+from advlab.attacks.base import (
+    Attack,
+    NonFiniteGradientWarning,
+    _check_int_labels,
+    _check_labels_range,
+    model_mode,
+)
 from advlab.attacks.noise import RandomSignNoise
 from advlab.attacks.presets import FGSM, MIFGSM, PGD
 from advlab.attacks.square import SquareAttack
@@ -399,7 +405,7 @@ def _quiet_nonfinite() -> Iterator[None]:
     """Silence the attacks' ``nonfinite="warn"`` warnings (the audit reports NaN/inf
     gradients in its own flags)."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*NaN/inf", category=RuntimeWarning)
+        warnings.simplefilter("ignore", NonFiniteGradientWarning)
         yield
 
 

@@ -14,7 +14,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from advlab.attacks.base import Attack, AttackResult, NonFiniteGradientError, model_mode
+from advlab.attacks.base import (
+    Attack,
+    AttackResult,
+    NonFiniteGradientError,
+    NonFiniteGradientWarning,
+    model_mode,
+)
 from advlab.attacks.ensemble import Ensemble, Fusion
 from advlab.attacks.losses import Goal, cross_entropy, cw_margin, get_loss
 from advlab.attacks.noise import RandomSignNoise
@@ -22,7 +28,8 @@ from advlab.attacks.presets import BIM, FGM, FGSM, IFGSM, MIFGM, MIFGSM, NIFGSM,
 from advlab.attacks.square import SquareAttack
 
 __all__ = [
-    "Attack", "AttackResult", "NonFiniteGradientError", "model_mode", "Ensemble", "Fusion",
+    "Attack", "AttackResult", "NonFiniteGradientError", "NonFiniteGradientWarning",
+    "model_mode", "Ensemble", "Fusion",
     "Goal", "cross_entropy", "cw_margin", "get_loss", "FGSM", "FGM", "IFGSM", "BIM", "PGD",
     "MIFGSM", "MIFGM", "NIFGSM",
     "ATTACKS", "GRADIENT_ATTACKS", "create_attack", "list_attacks", "SquareAttack",

@@ -63,13 +63,18 @@ from torch import nn
 from advlab.attacks.losses import Goal, get_loss
 from advlab.threat import Norm, ThreatModel
 
-__all__ = ["Attack", "AttackResult", "NonFiniteGradientError", "model_mode", "check_model_device",
-           "clear_compile_cache"]
+__all__ = ["Attack", "AttackResult", "NonFiniteGradientError", "NonFiniteGradientWarning",
+           "model_mode", "check_model_device", "clear_compile_cache"]
 
 log = logging.getLogger(__name__)
 
 _MODES = ("eval", "train", "keep")
 _NONFINITE = ("raise", "warn")
+
+
+class NonFiniteGradientWarning(RuntimeWarning):
+    """Issued (once per run) by an attack with ``nonfinite="warn"`` that met NaN/inf input
+    gradient entries; filter it by this category."""
 
 
 class NonFiniteGradientError(FloatingPointError):
@@ -592,7 +597,7 @@ class Attack:
             log.debug("%s", err)
             warnings.warn(f"{type(self).__name__}: the model's input gradient has NaN/inf "
                           f"entries; nonfinite='warn' treats them as 0 (as sign(NaN) = 0 "
-                          f"does)", RuntimeWarning, stacklevel=4)
+                          f"does)", NonFiniteGradientWarning, stacklevel=4)
         return grad.masked_fill(bad, 0.0)
 
     def _projector(self, tm: ThreatModel, x: torch.Tensor,
