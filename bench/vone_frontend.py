@@ -8,7 +8,9 @@ The bank is fixed, so every speed-up must leave the numbers as they are. Contend
 * ``subnormal``: the same bank with those taps kept as the student's float32 code computed them
   (subnormal operands take a slow path in x86 convolution kernels);
 * ``fft``: the FFT convolution of the smooth complex cell on the same bank (not exact: rounding
-  residue replaces the exact zeros that make the student's NaN gradients), for scale.
+  residue replaces the exact zeros that make the student's NaN gradients), for scale;
+* ``aliased_flushed`` / ``aliased_subnormal``: the same pair on the ``aliased-28px`` bank
+  (sub-pixel envelopes: far more subnormal taps), attack pass only.
 
 Each is timed for the attack's pass (forward and the gradient with respect to the input, one
 noise draw) and for a training step (forward, backward, Adam). The figures go to bench/README.md.
@@ -31,8 +33,11 @@ def build(kind: str, device: str) -> torch.nn.Module:
     if kind == "fft":
         return create("vone-mnist-cnn", preset="report", complex_cell="smooth",
                       conv_mode="fft").to(device)
-    model = create("vone-mnist-cnn", preset="report").to(device)
-    if kind == "subnormal":
+    if kind.startswith("aliased"):
+        model = create("vone-mnist-cnn", preset="aliased-28px", conv_mode="direct").to(device)
+    else:
+        model = create("vone-mnist-cnn", preset="report").to(device)
+    if kind.endswith("subnormal"):
         block = model.vone_block
         cfg, params = block.config, block.gabor_params
         q0 = gabor_kernels(params, cfg.ksize, convention=cfg.convention)
@@ -72,12 +77,21 @@ def main() -> None:
 
     for what, fn in (("attack_pass", lambda k: attack_pass(models[k])),
                      ("train_step", train_step)):
-        t = alternate({k: (lambda k=k: fn(k)) for k in models}, args.repeats, args.device)
+        t = alternate({k: (lambda k=k, fn=fn: fn(k)) for k in models}, args.repeats, args.device)
         record[what] = {
             "img_per_s": {k: args.batch / sorted(v)[len(v) // 2] for k, v in t.wall.items()},
             "subnormal_vs_flushed": compare(t, "subnormal", "flushed", args.clock),
             "fft_vs_flushed": compare(t, "fft", "flushed", args.clock),
         }
+    aliased = {k: build(k, args.device) for k in ("aliased_flushed", "aliased_subnormal")}
+    w = aliased["aliased_subnormal"].vone_block.gabor_weight
+    record["aliased_subnormal_taps"] = float(((w != 0) & (w.abs() < tiny)).float().mean())
+    t = alternate({k: (lambda m=m: attack_pass(m)) for k, m in aliased.items()},
+                  max(2, args.repeats // 2), args.device)
+    record["aliased_attack_pass"] = {
+        "img_per_s": {k: args.batch / sorted(v)[len(v) // 2] for k, v in t.wall.items()},
+        "subnormal_vs_flushed": compare(t, "aliased_subnormal", "aliased_flushed", args.clock),
+    }
     finish(args, record)
 
 
