@@ -570,10 +570,15 @@ def run_vonenet(cfg: VoneNetConfig, out_dir: str | Path, *, cache_dir: str | Pat
         snd = sound[f"{name} (fine-tuned)"]
         pgd = snd["attacks"]["PGD"]["acc_mean"]
         leak = 100 * last["adv_acc"] > 100 * last["clean_acc"]
-        verdict = ("label leaking: FGSM accuracy above clean" if leak else "") + \
-            ("; " if leak else "") + ("PGD collapses: not robust (FGSM overfitting / masking)"
-                                     if pgd < 100 * last["adv_acc"] - 20 else
-                                     "PGD agrees with FGSM")
+        nan = as_reported[name]["nonfinite_entries"]
+        if pgd >= 100 * last["adv_acc"] - 20:
+            why = "PGD agrees with FGSM"
+        elif nan > 0.5:
+            why = (f"PGD (finite gradients) collapses: the FGSM that fine-tuned and measured "
+                   f"it stepped on NaN gradients ({100 * nan:.0f} % of entries)")
+        else:
+            why = "PGD collapses: not robust (FGSM overfitting / masking)"
+        verdict = ("label leaking: FGSM accuracy above clean; " if leak else "") + why
         n_ft = cfg.finetune_test_size or 10000
         ft_rows.append([DISPLAY[name], _ci(rate_of(c[0]["clean_acc"], n_ft)),
                         _ci(rate_of(c[0]["adv_acc"], n_ft)),
