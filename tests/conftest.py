@@ -32,6 +32,19 @@ class TinyCNN(nn.Module):
         return self.head(self.features(x))
 
 
+class NoisyFront(nn.Module):
+    """Gaussian noise of standard deviation ``sigma`` added to the input on every call."""
+
+    def __init__(self, net: nn.Module, sigma: float) -> None:
+        super().__init__()
+        self.net = net
+        self.sigma = sigma
+        self.gen = torch.Generator().manual_seed(0)
+
+    def forward(self, x):
+        return self.net(x + self.sigma * torch.randn(x.shape, generator=self.gen))
+
+
 def blobs(n: int, seed: int = 0, num_classes: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
     """Synthetic 1x8x8 images in [0, 1]: one random prototype per class plus noise."""
     g = torch.Generator().manual_seed(1234)

@@ -27,7 +27,7 @@ from advlab.audit import (
     worst_case_accuracy,
 )
 from advlab.models.vone import vone
-from conftest import TinyCNN, blobs
+from conftest import NoisyFront, TinyCNN, blobs
 
 EXPECTED_FLAGS = [
     "randomized_output", "logits_not_probabilities", "clean_accuracy",
@@ -91,19 +91,6 @@ class Shattered(nn.Module):
 
     def forward(self, x):
         return self.net(x) + self.a * torch.sin(self.k * x).flatten(1) @ self.w
-
-
-class NoisyFront(nn.Module):
-    """Gaussian noise of standard deviation ``sigma`` added to the input on every call."""
-
-    def __init__(self, net: nn.Module, sigma: float) -> None:
-        super().__init__()
-        self.net = net
-        self.sigma = sigma
-        self.gen = torch.Generator().manual_seed(0)
-
-    def forward(self, x):
-        return self.net(x + self.sigma * torch.randn(x.shape, generator=self.gen))
 
 
 @pytest.fixture(scope="module")

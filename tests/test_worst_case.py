@@ -13,7 +13,7 @@ from torch import nn
 from advlab import audit as audit_mod
 from advlab.attacks import FGSM, PGD
 from advlab.audit import worst_case_accuracy
-from conftest import blobs
+from conftest import NoisyFront, blobs
 
 
 def outcome(select, correct) -> audit_mod._Outcome:
@@ -152,17 +152,6 @@ def test_deterministic_model_is_evaluated_once_per_input():
     survives = preds_ok[0] & preds_ok[1] & preds_ok[2]
     assert torch.equal(res.robust.bool(), survives)
     assert res.estimator == "per-example"
-
-
-class NoisyFront(nn.Module):
-    def __init__(self, net: nn.Module, sigma: float) -> None:
-        super().__init__()
-        self.net = net
-        self.sigma = sigma
-        self.gen = torch.Generator().manual_seed(0)
-
-    def forward(self, x):
-        return self.net(x + self.sigma * torch.randn(x.shape, generator=self.gen))
 
 
 def test_randomized_model_worst_case_below_each_attack(trained_cnn):
