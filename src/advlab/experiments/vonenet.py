@@ -444,7 +444,10 @@ def run_vonenet(cfg: VoneNetConfig, out_dir: str | Path, *, cache_dir: str | Pat
                                                      for n in models],
                                 "FGSM as reported (measured)":
                                     [as_reported[n]["fgsm"]["acc"] for n in models],
-                                "FGSM (report)": [REPORTED[n][1] for n in models]},
+                                "FGSM (report)": [REPORTED[n][1] for n in models],
+                                "FGSM, finite gradients (measured)":
+                                    [(as_reported[n]["fgsm_finite"] or {}).get("acc")
+                                     for n in models]},
                         figs / "accuracy_bar.png", title=f"Clean vs FGSM accuracy, eps {cfg.eps}",
                         ylabel="accuracy (%)", percent=True)
 
