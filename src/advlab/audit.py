@@ -106,6 +106,7 @@ __all__ = [
     "audit",
     "worst_case_accuracy",
     "outputs_differ",
+    "input_gradient",
     "check_randomness",
     "check_logits",
     "check_clean_accuracy",
@@ -350,6 +351,29 @@ def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: int,
     return torch.stack(rows)
 
 
+def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                   batch_size: int = 256) -> torch.Tensor:
+    """Input gradient of the summed cross-entropy, ``[N, ...]``, one forward per batch in
+    eval mode (one noise draw of a randomised model). NaN/inf entries are kept: they are what
+    the gradient check looks for.
+
+    Example:
+        >>> import torch
+        >>> m = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+        >>> input_gradient(m, torch.rand(5, 1, 2, 2), torch.tensor([0, 1, 2, 0, 1])).shape
+        torch.Size([5, 1, 2, 2])
+    """
+    grads = []
+    with model_mode(model, "eval"):
+        for i in range(0, x.shape[0], batch_size):
+            xi = x[i:i + batch_size].detach().clone().requires_grad_(True)
+            with torch.enable_grad():
+                loss = F.cross_entropy(model(xi), y[i:i + batch_size], reduction="sum")
+                (g,) = torch.autograd.grad(loss, xi)
+            grads.append(g.detach())
+    return torch.cat(grads)
+
+
 @dataclass(frozen=True)
 class _Outcome:
     """An attack's adversarial inputs and the model's verdicts on them.
@@ -529,19 +553,9 @@ class _Session:
         return self._cache[key]
 
     def gradient(self) -> torch.Tensor:
-        """Input gradient of the summed cross-entropy at the clean inputs (one draw, eval
-        mode), ``[N, ...]``; NaN/inf entries are kept. Computed once per session."""
+        """:func:`input_gradient` at the clean inputs, computed once per session."""
         if self._grad is None:
-            grads = []
-            with model_mode(self.model, "eval"):
-                for i in range(0, self.x.shape[0], self.batch_size):
-                    xi = self.x[i:i + self.batch_size].detach().clone().requires_grad_(True)
-                    with torch.enable_grad():
-                        loss = F.cross_entropy(self.model(xi), self.y[i:i + self.batch_size],
-                                               reduction="sum")
-                        (g,) = torch.autograd.grad(loss, xi)
-                    grads.append(g.detach())
-            self._grad = torch.cat(grads)
+            self._grad = input_gradient(self.model, self.x, self.y, self.batch_size)
         return self._grad
 
     def fgsm(self, eps: float) -> _Outcome:

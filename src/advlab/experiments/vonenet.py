@@ -62,7 +62,7 @@ from advlab.experiments.vonenet_mechanism import rate_of, student_fgsm
 from advlab.models.vone import finite_gradient_twin
 from advlab.report import Cell, Report, Table
 from advlab.report.io import atomic_write_json
-from advlab.stats import wilson_interval
+from advlab.stats import format_rate, wilson_interval
 from advlab.train import FinetuneConfig, TrainConfig, finetune_adversarial, load_split
 
 __all__ = ["VoneNetConfig", "run_vonenet", "REPORTED", "DISPLAY"]
@@ -241,22 +241,22 @@ def _craft(attack: Any, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                       for i in range(0, x.shape[0], batch)])
 
 
+def _cell(value: float, lo: float, hi: float) -> Cell:
+    """A table cell ``value [lo, hi]`` (%)."""
+    return Cell(value, f" [{lo:.1f}, {hi:.1f}]")
+
+
 def _ci(r: dict[str, float] | None) -> Cell | None:
-    """A table cell ``acc [lo, hi]`` (%), or None."""
-    if r is None:
-        return None
-    return Cell(r["acc"], f" [{r['lo']:.1f}, {r['hi']:.1f}]")
+    """The cell of a rate dict (``acc``, ``lo``, ``hi``), or None."""
+    return None if r is None else _cell(r["acc"], r["lo"], r["hi"])
 
 
 def _ci_sound(snd: dict[str, Any], key: str) -> Cell:
-    ci = snd[f"{key}_ci"]
-    return Cell(snd[f"{key}_mean"], f" [{ci['lo']:.1f}, {ci['hi']:.1f}]")
+    return _cell(snd[f"{key}_mean"], **snd[f"{key}_ci"])
 
 
-def _ci_attack(a: dict[str, Any] | None, n: int) -> Cell | None:
-    if a is None:
-        return None
-    return Cell(a["acc_mean"], f" [{a['lo']:.1f}, {a['hi']:.1f}]")
+def _ci_attack(a: dict[str, Any] | None) -> Cell | None:
+    return None if a is None else _cell(a["acc_mean"], a["lo"], a["hi"])
 
 
 def _mean_std(t: torch.Tensor) -> tuple[float, float]:
@@ -550,7 +550,7 @@ def run_vonenet(cfg: VoneNetConfig, out_dir: str | Path, *, cache_dir: str | Pat
                     "images left unchanged", "pixels moved", "FGSM as reported",
                     "FGSM, finite gradients", "McNemar p", "sound worst case"], mech_rows,
                    formats={"McNemar p": ".2g"},
-                   notes="Gradient entries of the batch-mean cross-entropy that are NaN or "
+                   notes="Input-gradient entries of the cross-entropy that are NaN or "
                          "infinite (one noise draw), images the clipped FGSM left exactly "
                          "unchanged, pixels it moved; the same FGSM with finite gradients "
                          "(the model's twin with a NaN-safe complex cell: same weights, noise "
@@ -560,7 +560,7 @@ def run_vonenet(cfg: VoneNetConfig, out_dir: str | Path, *, cache_dir: str | Pat
     t_attacks = Table("Accuracy under each attack of the sound protocol (mean over draws), % "
                       "[95 % Wilson interval]",
                       ["model", *attack_names],
-                      [[lbl, *[_ci_attack(s_["attacks"].get(a), s_["n"]) for a in attack_names]]
+                      [[lbl, *[_ci_attack(s_["attacks"].get(a)) for a in attack_names]]
                        for lbl, s_ in sound.items()])
     t_sweep = Table("PGD accuracy vs eps, % [95 % Wilson interval]",
                     ["model", *[f"eps {e:g}" for e in cfg.sweep]],
@@ -586,7 +586,7 @@ def run_vonenet(cfg: VoneNetConfig, out_dir: str | Path, *, cache_dir: str | Pat
         ft_rows.append([DISPLAY[name], _ci(rate_of(c[0]["clean_acc"], n_ft)),
                         _ci(rate_of(c[0]["adv_acc"], n_ft)),
                         _ci(rate_of(last["clean_acc"], n_ft)), _ci(rate_of(last["adv_acc"], n_ft)),
-                        _ci_attack(snd["attacks"]["PGD"], snd["n"]), _ci_sound(snd, "worst"),
+                        _ci_attack(snd["attacks"]["PGD"]), _ci_sound(snd, "worst"),
                         verdict])
     t_ft = Table("Fine-tuning: the 'crossing' curves under a sound evaluation, % [95 % Wilson "
                  "interval]",
@@ -905,6 +905,4 @@ def _claims(cfg: VoneNetConfig, as_reported: dict[str, Any], sound: dict[str, An
 
 
 def _fmt(r: dict[str, float] | None) -> str:
-    if r is None:
-        return "n/a"
-    return f"{r['acc']:.1f} [{r['lo']:.1f}, {r['hi']:.1f}]"
+    return "n/a" if r is None else format_rate(r["acc"] / 100, r["n"])

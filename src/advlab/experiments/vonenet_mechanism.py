@@ -18,10 +18,10 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from advlab.attacks import FGSM
+from advlab.audit import input_gradient
 from advlab.evaluate import predict
 from advlab.models.vone import finite_gradient_twin
 from advlab.stats import mcnemar_exact, wilson_interval
@@ -44,17 +44,10 @@ def rate(correct: torch.Tensor) -> dict[str, float]:
 def nonfinite_gradient_fraction(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                                 batch: int = 256) -> tuple[float, float]:
     """(fraction of input-gradient entries, fraction of images with any entry) that are NaN or
-    infinite, for the batch-mean cross-entropy (one forward per batch, the current noise)."""
-    bad_entries = bad_images = 0
-    for i in range(0, x.shape[0], batch):
-        xi = x[i:i + batch].detach().clone().requires_grad_(True)
-        with torch.enable_grad():
-            loss = F.cross_entropy(model(xi), y[i:i + batch])
-            (g,) = torch.autograd.grad(loss, xi)
-        bad = ~torch.isfinite(g.flatten(1))
-        bad_entries += int(bad.sum())
-        bad_images += int(bad.any(dim=1).sum())
-    return bad_entries / x[0].numel() / x.shape[0], bad_images / x.shape[0]
+    infinite, for the cross-entropy at the current noise draw (see
+    :func:`advlab.audit.input_gradient`)."""
+    bad = ~torch.isfinite(input_gradient(model, x, y, batch).flatten(1))
+    return float(bad.float().mean()), float(bad.any(dim=1).float().mean())
 
 
 def student_fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int,

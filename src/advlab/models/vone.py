@@ -214,13 +214,12 @@ def sample_gabor_params(
         raise ValueError(f"sf_corr must be in [-1, 1], got {sf_corr!r}")
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
-    lo, hi = max(float(sf_min), SF_BINS[0]), min(float(sf_max), SF_BINS[-1])
-    if convention == "dicarlolab":
-        lo, hi = max(float(sf_min), SF_BINS[0]), min(float(sf_max), DICARLOLAB_SF_BINS[-1])
+    top = DICARLOLAB_SF_BINS[-1] if convention == "dicarlolab" else SF_BINS[-1]
+    lo, hi = max(float(sf_min), SF_BINS[0]), min(float(sf_max), top)
     if not hi > lo:
         raise ValueError(
             f"spatial-frequency range [sf_min, sf_max] = [{sf_min}, {sf_max}] cycles/degree has "
-            f"no overlap with the V1 range [{SF_BINS[0]}, {SF_BINS[-1]}]"
+            f"no overlap with the V1 range [{SF_BINS[0]}, {top}]"
         )
     if not visual_degrees > 0:
         raise ValueError(f"visual_degrees must be > 0, got {visual_degrees!r}")
@@ -277,6 +276,8 @@ def sample_gabor_params(
 
 
 def _inverse_cdf(u: np.ndarray, weights: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    # dicarlolab's order of operations (weights normalised by the caller, then cumsum), which
+    # :func:`_cdf` does not follow to the last bit: kept apart for number-for-number sampling
     return np.interp(u, np.hstack(([0.0], weights.cumsum())), edges)
 
 
@@ -709,8 +710,8 @@ class _V1Response(torch.autograd.Function):
         # Responses within the rounding-noise floor count as 0 for the derivatives, and
         # ReLU'(0) := 1 (a valid subgradient): the two convolution paths then give the same
         # gradients, and a blank image still has a useful one.
-        # (zero_tol = -1 for the exact cells: pos = q0s > 0, torch's ReLU'(0) = 0)
-        pos = q0s >= -zero_tol if complex_cell == "smooth" else q0s > 0
+        # zero_tol None (exact cells): torch's ReLU'(0) = 0
+        pos = q0s > 0 if zero_tol is None else q0s >= -zero_tol
         torch.mul(q0s.clamp(min=0), k_exc, out=v[:, :n_simple])
         energy = q0c * q0c
         gain_c = k_exc / math.sqrt(2.0)
@@ -854,8 +855,7 @@ class VOneBlock(nn.Module):
             sf_min=cfg.sf_min,
             sf_max=cfg.sf_max,
             visual_degrees=cfg.visual_degrees,
-            image_size=cfg.image_size if cfg.nominal_image_size is None
-            else cfg.nominal_image_size,
+            image_size=cfg.nominal_image_size or cfg.image_size,
             in_channels=cfg.in_channels,
             convention=cfg.convention,
         )
@@ -1053,15 +1053,14 @@ class VOneBlock(nn.Module):
         mode = c.noise_mode if noisy else "none"
         gen = self._generator(x.device) if mode != "none" else None
         use_fft = self._use_fft()
-        with torch.no_grad():
-            if c.complex_cell == "smooth":
+        zero_tol = None  # exact cells: torch's own conventions, ReLU'(0) = 0, no tolerance
+        if c.complex_cell == "smooth":
+            with torch.no_grad():
                 # Rounding-noise floor of a response: a few ulps of its Cauchy-Schwarz bound.
                 kernel_norm = self.gabor_weight.flatten(1).norm(dim=1).max().to(x.dtype)
                 zero_tol = x.detach().flatten(1).norm(dim=1).mul_(kernel_norm)
                 zero_tol = zero_tol.mul_(_ZERO_TOL_ULPS * torch.finfo(x.dtype).eps)
-            else:  # torch's own conventions: ReLU'(0) = 0, no tolerance
-                zero_tol = x.new_full((x.shape[0],), -1.0)
-            zero_tol = zero_tol[:, None, None, None]
+                zero_tol = zero_tol[:, None, None, None]
         outputs = []
         step = self._chunk_size(x)
         for start in range(0, x.shape[0], step):
@@ -1076,7 +1075,7 @@ class VOneBlock(nn.Module):
             v = _V1Response.apply(
                 q,
                 noise,
-                zero_tol[start : start + step],
+                None if zero_tol is None else zero_tol[start : start + step],
                 c.simple_channels,
                 c.k_exc,
                 mode,
