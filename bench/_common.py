@@ -205,8 +205,8 @@ CACHE = Path(os.environ.get("ADVLAB_BENCH_CACHE", "/tmp/advlab-bench"))
 def trained_model(name: str, device: str = "cpu", epochs: int = 1,
                   train_size: int = 10000) -> torch.nn.Module:
     """A zoo model trained with ``advlab.train.fit`` (cached under ``/tmp/advlab-bench``)."""
-    from advlab.checkpoint import load_checkpoint
     from advlab.train import TrainConfig, fit
+    from advlab.train.checkpoint import load_checkpoint
 
     out = CACHE / f"{name}-e{epochs}-n{train_size}"
     if not (out / "resume.safetensors").exists():

@@ -17,8 +17,8 @@ import torch
 import torchattacks
 
 from advlab.attacks import FGSM, IFGSM, MIFGSM
-from advlab.checkpoint import load_checkpoint
 from advlab.train import TrainConfig, fit, load_split
+from advlab.train.checkpoint import load_checkpoint
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Ensemble adversarial training (advlab.advtrain): config checks, batch composition, source
+"""Ensemble adversarial training (advlab.train.advtrain): config checks, batch composition, source
 schedule, checkpoint card, resume, cache."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ import shutil
 import pytest
 import torch
 
-import advlab.advtrain as advtrain
-from advlab.advtrain import AdvTrainConfig, adv_train, ensure_advtrained
+import advlab.train.advtrain as advtrain
 from advlab.attacks import FGSM
-from advlab.checkpoint import load_checkpoint, read_card
 from advlab.train import TrainConfig, fit
+from advlab.train.advtrain import AdvTrainConfig, adv_train, ensure_advtrained
+from advlab.train.checkpoint import load_checkpoint, read_card
 
 SMALL = dict(epochs=2, train_size=256, test_size=64, batch_size=64)
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from advlab import audit as audit_mod
+from advlab.evaluate import audit as audit_mod
 from advlab.attacks import FGSM, PGD
 from advlab.attacks.square import SquareAttack
-from advlab.audit import (
+from advlab.evaluate.audit import (
     AuditReport,
     Flag,
     Thresholds,

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from advlab.attacks import FGSM, NonFiniteGradientError
-from advlab.audit import (
+from advlab.evaluate.audit import (
     Thresholds,
     audit,
     check_budget_used,

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from advlab.attacks import PGD
-from advlab.distributed import (
+from advlab.evaluate import evaluate_attack, random_targets
+from advlab.evaluate.distributed import (
     DistInfo,
     check_shared_dir,
     deal,
@@ -24,7 +25,6 @@ from advlab.distributed import (
     shard_indices,
     sharded_evaluate_attack,
 )
-from advlab.evaluate import evaluate_attack, random_targets
 from conftest import blobs
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -102,7 +102,7 @@ def test_one_process_sharded_equals_evaluate_attack(trained_cnn):
 
 def test_results_do_not_depend_on_the_partition(trained_cnn):
     """What two ranks compute: each batch's rows depend only on the batch and its offset."""
-    from advlab.evaluate import _evaluate_batch
+    from advlab.evaluate.core import _evaluate_batch
 
     x, y = blobs(40, seed=41)
     atk = PGD(eps=0.2, steps=3, seed=1)
@@ -124,7 +124,7 @@ SCRIPT = textwrap.dedent('''
     import torch
     from torch import nn
     from advlab.attacks import MIFGSM, PGD
-    from advlab.distributed import cleanup, init_from_env, is_main, sharded_evaluate_attack
+    from advlab.evaluate.distributed import cleanup, init_from_env, is_main, sharded_evaluate_attack
     from advlab.evaluate import random_targets
 
     info = init_from_env()
@@ -207,7 +207,8 @@ def test_check_shared_dir_is_a_no_op_in_one_process(tmp_path, monkeypatch):
 SHARED_SCRIPT = textwrap.dedent('''
     import sys
     from pathlib import Path
-    from advlab.distributed import barrier, check_shared_dir, cleanup, get_rank, init_from_env
+    from advlab.evaluate.distributed import (barrier, check_shared_dir, cleanup, get_rank,
+                                             init_from_env)
 
     init_from_env()
     root = Path(sys.argv[1])

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
+import advlab._io
 import advlab.cli
-import advlab.distributed
-import advlab.report.io
+import advlab.evaluate.distributed
 from advlab.cli import main
-from advlab.distributed import DistInfo
-from advlab.evaluate_cmd import RESULT_FILES
+from advlab.cli.evaluate import RESULT_FILES
+from advlab.evaluate.distributed import DistInfo
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 DIST_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
@@ -110,7 +110,7 @@ def test_bad_arguments_fail_before_any_work(tmp_path, capsys, monkeypatch, extra
     def no_model(*a, **k):
         raise AssertionError("the model was loaded before the arguments were checked")
 
-    monkeypatch.setattr(advlab.cli, "_load_model", no_model)
+    monkeypatch.setattr(advlab.cli.evaluate, "load_model", no_model)
     out = tmp_path / "out"
     code, err = run_main(["evaluate", "mnist-mlp", "--out", str(out), *extra], capsys)
     assert code == 2
@@ -141,7 +141,7 @@ def test_an_interrupted_run_leaves_the_earlier_files_intact(tmp_path, monkeypatc
     assert sorted(before) == sorted([*RESULT_FILES, "run.json"])
 
     # killed during the evaluation: nothing is written
-    real = advlab.distributed.sharded_evaluate_attack
+    real = advlab.evaluate.distributed.sharded_evaluate_attack
     calls = []
 
     def dies_on_second_pair(*a, **k):
@@ -150,14 +150,14 @@ def test_an_interrupted_run_leaves_the_earlier_files_intact(tmp_path, monkeypatc
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(advlab.distributed, "sharded_evaluate_attack", dies_on_second_pair)
+    monkeypatch.setattr(advlab.evaluate.distributed, "sharded_evaluate_attack", dies_on_second_pair)
     with pytest.raises(KeyboardInterrupt):
         main([*QUICK, "--eps", "0.2,0.3", "--out", str(out)])
     assert snapshot(out) == before
-    monkeypatch.setattr(advlab.distributed, "sharded_evaluate_attack", real)
+    monkeypatch.setattr(advlab.evaluate.distributed, "sharded_evaluate_attack", real)
 
     # a write fails (disk full) after the others were written: no file is replaced
-    real_open = advlab.report.io.atomic_open
+    real_open = advlab._io.atomic_open
 
     @contextlib.contextmanager
     def full_disk(path, mode="w", **kw):
@@ -166,11 +166,11 @@ def test_an_interrupted_run_leaves_the_earlier_files_intact(tmp_path, monkeypatc
             if Path(path).name == "results.md":
                 raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(advlab.report.io, "atomic_open", full_disk)
+    monkeypatch.setattr(advlab._io, "atomic_open", full_disk)
     with pytest.raises(OSError, match="No space left"):
         main([*QUICK, "--eps", "0.2", "--out", str(out)])
     assert snapshot(out) == before  # old bytes, and no temporary files left behind
-    monkeypatch.setattr(advlab.report.io, "atomic_open", real_open)
+    monkeypatch.setattr(advlab._io, "atomic_open", real_open)
 
     capsys.readouterr()
     assert main([*QUICK, "--eps", "0.2", "--out", str(out)]) == 0
@@ -183,11 +183,11 @@ def test_other_ranks_compute_but_neither_write_nor_print(tmp_path, monkeypatch, 
     """Rank 1 of 2: evaluates its shards (None comes back) and returns without output."""
     for k, v in (("RANK", "1"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "1")):
         monkeypatch.setenv(k, v)
-    monkeypatch.setattr(advlab.distributed, "init_from_env",
+    monkeypatch.setattr(advlab.evaluate.distributed, "init_from_env",
                         lambda *a, **k: DistInfo(rank=1, world_size=2, local_rank=1,
                                                  backend="gloo"))
     calls = []
-    monkeypatch.setattr(advlab.distributed, "sharded_evaluate_attack",
+    monkeypatch.setattr(advlab.evaluate.distributed, "sharded_evaluate_attack",
                         lambda *a, **k: calls.append(1))
     out = tmp_path / "out"
     assert main([*QUICK, "--eps", "0.1,0.2", "--out", str(out)]) == 0
@@ -198,7 +198,7 @@ def test_other_ranks_compute_but_neither_write_nor_print(tmp_path, monkeypatch, 
 
 @pytest.mark.parametrize("experiment, module, fn", [
     ("vonenet-fgsm", "advlab.experiments.vonenet", "run_vonenet"),
-    ("momentum", "advlab.experiments.momentum", "run_momentum"),
+    ("momentum", "advlab.cli.momentum", "run_momentum"),
 ])
 def test_reproduce_runs_as_one_rank_of_a_torchrun_job(tmp_path, monkeypatch, capsys,
                                                       experiment, module, fn):
@@ -216,8 +216,8 @@ def test_reproduce_runs_as_one_rank_of_a_torchrun_job(tmp_path, monkeypatch, cap
         calls.append(("init", backend, str(kw.get("device"))))
         return DistInfo(rank=1, world_size=2, local_rank=1, backend="gloo")
 
-    monkeypatch.setattr(advlab.distributed, "init_from_env", init)
-    monkeypatch.setattr(advlab.distributed, "cleanup", lambda: calls.append(("cleanup",)))
+    monkeypatch.setattr(advlab.evaluate.distributed, "init_from_env", init)
+    monkeypatch.setattr(advlab.evaluate.distributed, "cleanup", lambda: calls.append(("cleanup",)))
     monkeypatch.setattr(importlib.import_module(module), fn,
                         lambda *a, **k: calls.append(("run", k["cache_dir"])))
     level = logging.getLogger("advlab").level

@@ -14,14 +14,13 @@ import pytest
 import torch
 from torch import nn
 
+from advlab.cli.momentum import add_arguments, config_from_args
 from advlab.experiments import momentum as mm
 from advlab.experiments.momentum import (
     ADV_ROLES,
     ROLES,
     ModelSpec,
     MomentumConfig,
-    add_arguments,
-    config_from_args,
     paper_claims,
     run_momentum,
     specs_from_names,
@@ -164,7 +163,7 @@ def test_killed_run_resumes_with_identical_tables(first_run, tmp_path):
 def test_changed_weights_invalidate_only_what_depends_on_them(first_run, tmp_path):
     """Cache keys hold the weights' hash, not the training config: a model retrained to
     other weights (e.g. with another thread count) must not reuse stale results."""
-    from advlab.checkpoint import load_checkpoint, save_checkpoint
+    from advlab.train.checkpoint import load_checkpoint, save_checkpoint
 
     root, res = first_run
     cache = tmp_path / "cache"
@@ -310,9 +309,6 @@ def test_add_arguments_keeps_options_the_parser_already_has():
     add_arguments(p)
     args = p.parse_args([])
     assert args.device == "cuda" and args.seed == 7 and args.profile == "quick"
-    sub = argparse.ArgumentParser().add_subparsers()
-    q = mm.add_cli(sub)
-    assert q.parse_args(["--quick"]).func is mm.main_momentum
 
 
 # -- torchrun ----------------------------------------------------------------------------------
@@ -321,7 +317,7 @@ CLI_SCRIPT = textwrap.dedent('''
     import sys
     import advlab.cli
     import test_momentum as tm
-    from advlab.experiments import momentum
+    from advlab.cli import momentum
     from advlab.models import register
 
     register(tm.TINY, input_shape=(1, 28, 28), num_classes=10, description="tiny")(tm.tiny_mlp)

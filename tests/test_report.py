@@ -252,7 +252,7 @@ def test_atomic_write_fsync_failure_keeps_old_file(tmp_path, monkeypatch):
     def broken_fsync(fd):
         raise OSError("disk full")
 
-    monkeypatch.setattr("advlab.report.io.os.fsync", broken_fsync)
+    monkeypatch.setattr("advlab._io.os.fsync", broken_fsync)
     with pytest.raises(OSError, match="disk full"):
         Table("t", ["a"], [[2]]).to_csv(target)
     monkeypatch.undo()

@@ -11,9 +11,9 @@ import torch
 
 from advlab import cli
 from advlab.attacks import FGSM, PGD
-from advlab.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from advlab.models import create
 from advlab.train import FinetuneConfig, TrainConfig, finetune_adversarial, fit, quick_profile
+from advlab.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 SMALL = dict(epochs=2, train_size=384, test_size=200, batch_size=64)
 

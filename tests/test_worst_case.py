@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from advlab import audit as audit_mod
+from advlab.evaluate import audit as audit_mod
 from advlab.attacks import FGSM, PGD
-from advlab.audit import worst_case_accuracy
+from advlab.evaluate.audit import worst_case_accuracy
 from conftest import NoisyFront, blobs
 
 

@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from advlab.checkpoint import bytes_to_state, read_card, state_to_bytes
-from advlab.report.io import atomic_write_bytes, atomic_write_json
+from advlab._io import atomic_write_bytes, atomic_write_json
+from advlab.train.checkpoint import bytes_to_state, read_card, state_to_bytes
 
 __all__ = ["config_hash", "ensure_trained", "ResultCache", "TensorCache", "default_cache_dir",
            "jsonable"]

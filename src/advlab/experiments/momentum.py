@@ -21,7 +21,7 @@ Two suites:
 
 * ``"mnist"``: the four plain zoo models play the paper's normal models (roles Inc-v3, Inc-v4,
   IncRes-v2, Res-152) and three zoo models trained with ensemble adversarial training
-  (:mod:`advlab.advtrain`, Tramer et al. 2018) play Inc-v3ens3, Inc-v3ens4 and IncRes-v2ens.
+  (:mod:`advlab.train.advtrain`, Tramer et al. 2018) play Inc-v3ens3, Inc-v3ens4 and IncRes-v2ens.
   Everything is trained on the fly and cached.
 * ``"imagenet"``: timm models (:mod:`advlab.models.imagenet`, normalisation inside the
   wrapper) on an image folder or the NIPS 2017 dev-set layout
@@ -71,7 +71,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -95,7 +94,6 @@ from advlab.report import Cell, Report, Table, atomic_write_json
 __all__ = [
     "ATTACKS", "ROLES", "ADV_ROLES", "FUSIONS", "PAPER_TABLE1", "PAPER_TABLE2", "PAPER_TABLE3",
     "ModelSpec", "MomentumConfig", "Claim", "run_momentum", "estimate_cost", "claims",
-    "add_arguments", "add_cli", "config_from_args", "main_momentum",
 ]
 
 log = logging.getLogger(__name__)
@@ -276,7 +274,7 @@ class MomentumConfig:
     ``eps_grid`` (all three attacks; the config's eps is always added).
 
     MNIST training: normal models with :class:`advlab.train.TrainConfig` (``train_epochs``,
-    ``train_size``), adversarially trained ones with :class:`advlab.advtrain.AdvTrainConfig`
+    ``train_size``), adversarially trained ones with :class:`advlab.train.advtrain.AdvTrainConfig`
     (``advtrain_epochs``, ``advtrain_size``, ``advtrain_eps`` -- None: the attack eps, as
     Tramer et al. trained at the budget they were attacked with -- ``advtrain_schedule``).
 
@@ -653,7 +651,7 @@ def _normal_checkpoint(tc: Any, cache_dir: Path) -> Path:
 
 
 def _complete(path: Path | None, epochs: int) -> bool:
-    from advlab.checkpoint import read_card
+    from advlab.train.checkpoint import read_card
 
     if path is None:
         return False
@@ -664,7 +662,7 @@ def _complete(path: Path | None, epochs: int) -> bool:
 
 
 def _advtrain_cfg(cfg: MomentumConfig, spec: ModelSpec, members: dict[str, _Member]) -> Any:
-    from advlab.advtrain import AdvTrainConfig
+    from advlab.train.advtrain import AdvTrainConfig
 
     return AdvTrainConfig(
         spec.arch, static=tuple(str(members[r].checkpoint) for r in spec.static),
@@ -864,7 +862,7 @@ class _Runner:
         return self._ens[k]
 
     def _load_member(self, m: _Member) -> None:
-        from advlab.checkpoint import load_checkpoint
+        from advlab.train.checkpoint import load_checkpoint
 
         module, card = load_checkpoint(m.checkpoint, self.cfg.device)
         m.module = module.eval().requires_grad_(False)
@@ -903,7 +901,7 @@ class _Runner:
                     cached = False
 
             def run(m: _Member = m, s: ModelSpec = s) -> None:
-                from advlab.advtrain import ensure_advtrained
+                from advlab.train.advtrain import ensure_advtrained
 
                 m.train_cfg = _advtrain_cfg(self.cfg, s, self.members)
                 m.checkpoint = self._adv_path(m.train_cfg)
@@ -919,7 +917,7 @@ class _Runner:
     def refresh_keys(self) -> None:
         """MNIST members: key = hash of the trained weights (from the checkpoint card) when
         the checkpoint is complete, else a provisional key that matches no cache entry."""
-        from advlab.checkpoint import read_card
+        from advlab.train.checkpoint import read_card
 
         if self.cfg.suite != "mnist":
             return
@@ -932,7 +930,7 @@ class _Runner:
                 m.key = f"untrained:{m.spec.role}:{m.config_key}"
 
     def _adv_path(self, ac: Any) -> Path:
-        # the directory advlab.advtrain.ensure_advtrained uses for this config
+        # the directory advlab.train.advtrain.ensure_advtrained uses for this config
         return self.cache_dir / "checkpoints" / \
             f"advtrain-{ac.model}-{config_hash(ac.identity(), ac.epochs)}"
 
@@ -1031,7 +1029,7 @@ class _Runner:
 
     def stored_adv(self, ch: _Chunk) -> torch.Tensor | None:
         """The chunk's stored adversarial examples as floats, or None if not on disk."""
-        from advlab.checkpoint import bytes_to_state
+        from advlab.train.checkpoint import bytes_to_state
 
         p = _cache_file(self.cache, "adv", ch.adv_cfg)
         try:
@@ -1068,7 +1066,7 @@ class _Runner:
         """Run this rank's units of ``units`` ((label, cost, cache key, run)), then wait for
         the other ranks. Units with the same key are one unit (no two ranks write the same
         cache entry); rank 0 deals them by cost and tells the others."""
-        from advlab.distributed import barrier, broadcast_object, deal
+        from advlab.evaluate.distributed import barrier, broadcast_object, deal
 
         first: dict[str, int] = {}
         for i, (_, _, key, _) in enumerate(units):
@@ -1097,7 +1095,7 @@ class _Runner:
         predictions and attack chunks. Returns the plan as it stood before anything was
         computed on rank 0, with the counters of all ranks summed into this runner (which
         then assembles the results from the cache), and None on the other ranks."""
-        from advlab.distributed import barrier, check_shared_dir, gather_results, get_rank
+        from advlab.evaluate.distributed import barrier, check_shared_dir, gather_results, get_rank
 
         rank, world = get_rank(), self.world
         check_shared_dir(self.cache_dir)
@@ -1144,7 +1142,7 @@ class _Runner:
 
     def run(self) -> dict[str, Any] | None:
         """The whole experiment (None on the ranks other than 0 of a torchrun job)."""
-        from advlab.distributed import get_world_size
+        from advlab.evaluate.distributed import get_world_size
 
         t_start = time.perf_counter()
         cfg = self.cfg
@@ -1818,7 +1816,8 @@ def _write_outputs(runner: _Runner, results: dict[str, Any], out: Path,
         setup += (
             "\nRoles: the paper's four normal ImageNet models are played by MNIST zoo models "
             "and its three ensemble-adversarially trained models by zoo models trained with "
-            "ensemble adversarial training (advlab.advtrain, Tramer et al. 2018: half of each "
+            "ensemble adversarial training (advlab.train.advtrain, Tramer et al. 2018: half of "
+            "each "
             "batch replaced by FGSM examples from the model itself or, in turn, from static "
             "pre-trained normal models), at the attack's eps, as Tramer et al. trained at the "
             "budget they were attacked with.")
@@ -1980,9 +1979,10 @@ def run_momentum(cfg: MomentumConfig | None, out_dir: str | os.PathLike[str], *,
                  threads: int | str | None = None) -> dict[str, Any] | None:
     """Run the reproduction and write the report; return the results (plain data).
 
-    Under ``torchrun``, with the process group joined (:func:`advlab.distributed.init_from_env`,
-    as ``advlab reproduce momentum`` does), the training units and the attack chunks are dealt
-    to the ranks, which store them in the cache (``cache_dir`` must be the same directory for
+    Under ``torchrun``, with the process group joined
+    (:func:`advlab.evaluate.distributed.init_from_env`, as ``advlab reproduce momentum``
+    does), the training units and the attack chunks are dealt to the ranks,
+    which store them in the cache (``cache_dir`` must be the same directory for
     all ranks: checked); rank 0 then assembles the results from the cache, writes the same
     files as one process and returns the results; the other ranks write nothing in
     ``out_dir`` and return None. The counters (``attack_calls``, ``trainings``, computed
@@ -2020,7 +2020,7 @@ def run_momentum(cfg: MomentumConfig | None, out_dir: str | os.PathLike[str], *,
     if models is not None:
         normal, adv = specs_from_names(models, cfg.suite)
         cfg = dataclasses.replace(cfg, normal=normal, adversarial=adv)
-    from advlab.distributed import get_rank
+    from advlab.evaluate.distributed import get_rank
 
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     out = Path(out_dir)
@@ -2058,134 +2058,3 @@ def _resolve_threads(threads: int | str | None) -> int | None:
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be an integer >= 1, 'auto' or None, got {threads!r}")
     return threads
-
-
-# -- command line ------------------------------------------------------------------------------
-def _eps_value(text: str) -> float:
-    """``0.2`` or ``16/255``, in (0, 1] (the command line's eps parser, then the range)."""
-    from advlab.cli import _eps_value as parse_eps
-
-    v = parse_eps(text)
-    if not 0 < v <= 1:
-        raise argparse.ArgumentTypeError(f"eps must be in (0, 1] (pixels in [0, 1]), got {v}")
-    return v
-
-
-def _threads_value(text: str) -> int | str:
-    if text == "auto":
-        return text
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"threads must be an integer >= 1 or 'auto', got "
-                                         f"{text!r}")
-    return n
-
-
-def _add(parser: argparse.ArgumentParser, *flags: str, **kw: Any) -> None:
-    # skip options the caller's parser already defines (e.g. shared --device / --seed)
-    if any(f in parser._option_string_actions for f in flags):
-        return
-    parser.add_argument(*flags, **kw)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the ``reproduce momentum`` options to ``parser`` (options it already has are
-    kept as they are)."""
-    if "--quick" not in parser._option_string_actions:
-        prof = parser.add_mutually_exclusive_group()
-        prof.add_argument("--quick", dest="profile", action="store_const", const="quick",
-                          help="small data, short training, coarse grids (default)")
-        prof.add_argument("--full", dest="profile", action="store_const", const="full",
-                          help="the paper's protocol (1000 images, full grids; hours)")
-        parser.set_defaults(profile="quick")
-    _add(parser, "--suite", choices=SUITES, default="mnist",
-         help="mnist (zoo models, trained and cached) or imagenet (timm models)")
-    _add(parser, "--eps", type=_eps_value, default=None,
-         help=f"L-inf budget in [0, 1] pixel units, e.g. 0.2 or 16/255 (default: "
-              f"{MNIST_EPS} on MNIST, 16/255 on ImageNet)")
-    _add(parser, "--out", default=None, metavar="DIR",
-         help="output directory (default runs/momentum-<suite>-<profile>)")
-    _add(parser, "--cache", default=None, metavar="DIR",
-         help="cache of models, adversarial examples and predictions (default "
-              "$ADVLAB_CACHE or ~/.cache/advlab)")
-    _add(parser, "--labels", choices=["true", "pred"], default=None,
-         help="attack the ground truth (true, default) or the source's clean prediction "
-              "(pred, as the authors' code)")
-    _add(parser, "--data", default=None, metavar="DIR",
-         help="MNIST: folder with the IDX files; ImageNet: image folder or NIPS 2017 layout")
-    _add(parser, "--models", nargs="+", default=None, metavar="NAME",
-         help="MNIST: zoo models for the normal roles in order; ImageNet: timm names "
-              "(names containing 'adv', or prefixed 'adv:', are adversarially trained)")
-    _add(parser, "--n-images", type=int, default=None, metavar="N",
-         help="images for Table 1 (default: the profile's)")
-    _add(parser, "--random-init", action="store_true",
-         help="ImageNet: random-init timm models (tests the pipeline without weights)")
-    _add(parser, "--threads", default="auto", type=_threads_value, metavar="N",
-         help="torch threads during the run: a number, or auto (default: 1 when the "
-              "machine is oversubscribed, where OpenMP threads spin against each other)")
-    _add(parser, "--device", default="cpu", help="torch device (default cpu)")
-    _add(parser, "--seed", type=int, default=0, help="seed (default 0)")
-    _add(parser, "--no-progress", action="store_true", help="hide the progress bar")
-    return parser
-
-
-def add_cli(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``momentum`` on an argparse subparsers object (calls :func:`main_momentum`)."""
-    p = subparsers.add_parser(
-        "momentum", help="reproduce Dong et al. 2018 (momentum attacks): tables 1-3, figures",
-        description="Reproduce 'Boosting Adversarial Attacks with Momentum' (CVPR 2018) on "
-                    "MNIST (zoo models) or ImageNet (timm models): tables 1-3 next to the "
-                    "paper's, figures, report.md + report.html.")
-    add_arguments(p)
-    p.set_defaults(func=main_momentum)
-    return p
-
-
-def config_from_args(args: argparse.Namespace) -> MomentumConfig:
-    """The :class:`MomentumConfig` that the command-line options describe."""
-    suite = getattr(args, "suite", None) or "mnist"
-    over: dict[str, Any] = {"seed": getattr(args, "seed", 0) or 0,
-                            "device": getattr(args, "device", None) or "cpu"}
-    if getattr(args, "eps", None) is not None:
-        over["eps"] = float(args.eps)
-    if getattr(args, "labels", None):
-        over["labels"] = args.labels
-    data = getattr(args, "data", None) or getattr(args, "data_root", None)
-    if data:
-        over["data_root" if suite == "mnist" else "data_dir"] = str(data)
-    if getattr(args, "n_images", None):
-        over["n_images"] = args.n_images
-    if getattr(args, "random_init", False):
-        over["pretrained"] = False
-    if getattr(args, "models", None):
-        over["normal"], over["adversarial"] = specs_from_names(args.models, suite)
-    return MomentumConfig.preset(getattr(args, "profile", None) or "quick", suite, **over)
-
-
-def main_momentum(args: argparse.Namespace) -> int:
-    """Run ``advlab reproduce momentum``; print the tables, the claims and the report path."""
-    cfg = config_from_args(args)
-    out = Path(args.out) if getattr(args, "out", None) else \
-        Path("runs") / f"momentum-{cfg.suite}-{cfg.profile}"
-    t0 = time.perf_counter()
-    res = run_momentum(cfg, out, cache_dir=getattr(args, "cache", None),
-                       progress=not getattr(args, "no_progress", False),
-                       threads=getattr(args, "threads", "auto"))
-    if res is None:  # another rank of a torchrun job: rank 0 prints and writes
-        return 0
-    for name in ("table1", "table2", "table3"):
-        p = out / "tables" / f"{name}.json"
-        if p.is_file():
-            t = json.loads(p.read_text())
-            print(Table(t["title"], t["columns"], t["formatted"]).to_markdown())
-            print()
-    for c in res["claims"]:
-        verdict = {True: "HELD", False: "did not hold", None: "not testable"}[c["held"]]
-        print(f"- {c['statement']}: {verdict}")
-    print(f"\n{res['attack_calls']} attack calls, {time.perf_counter() - t0:.1f} s")
-    print(f"report: {res['report']}")
-    print(f"        {Path(res['report']).with_suffix('.md')}")
-    return 0

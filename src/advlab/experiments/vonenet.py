@@ -46,9 +46,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from advlab._io import atomic_write_json
 from advlab._progress import progress as _progress
 from advlab.attacks import FGSM, MIFGSM, PGD, Attack, NonFiniteGradientWarning
-from advlab.checkpoint import load_checkpoint
 from advlab.evaluate import predict
 from advlab.experiments.common import (
     ResultCache,
@@ -61,9 +61,9 @@ from advlab.experiments.common import (
 from advlab.experiments.vonenet_mechanism import rate_of, student_fgsm
 from advlab.models.vone import finite_gradient_twin
 from advlab.report import Cell, Report, Table
-from advlab.report.io import atomic_write_json
 from advlab.stats import format_rate, wilson_interval
 from advlab.train import FinetuneConfig, TrainConfig, finetune_adversarial, load_split
+from advlab.train.checkpoint import load_checkpoint
 
 __all__ = ["VoneNetConfig", "run_vonenet", "REPORTED", "DISPLAY"]
 
@@ -313,11 +313,11 @@ def sound_evaluation(cfg: VoneNetConfig, model: nn.Module, x: torch.Tensor, y: t
                      ) -> dict[str, Any]:
     """Per-attack and per-example worst-case accuracy over noise draws (mean and std, %).
 
-    Uses :func:`advlab.audit.worst_case_accuracy`; the adversarial examples of each attack
+    Uses :func:`advlab.evaluate.audit.worst_case_accuracy`; the adversarial examples of each attack
     are cached, and the model's noise is reseeded after each attack so that a resumed run
     sees the same evaluation draws as an uninterrupted one.
     """
-    from advlab.audit import worst_case_accuracy
+    from advlab.evaluate.audit import worst_case_accuracy
 
     # A student-exact model is attacked (and judged) through its finite-gradient twin: the
     # same weights, noise stream and forward values, gradients without NaN.
@@ -381,14 +381,14 @@ def run_vonenet(cfg: VoneNetConfig, out_dir: str | Path, *, cache_dir: str | Pat
     """Run the whole reproduction and write the report into ``out_dir``; returns the results.
 
     Under ``torchrun`` (with the process group joined, e.g. by
-    :func:`advlab.distributed.init_from_env`) the work is split first: every rank computes
+    :func:`advlab.evaluate.distributed.init_from_env`) the work is split first: every rank computes
     whole work items of its share (one model's training, fine-tuning, as-reported, sound,
     sweep or audit evaluation) into the cache, which all ranks must share (checked), so each
     result is computed exactly as in one process; then rank 0 runs the pipeline, which finds
     everything cached, writes the same files and returns the results; the other ranks write
     nothing and return None.
     """
-    from advlab.distributed import get_rank, get_world_size
+    from advlab.evaluate.distributed import get_rank, get_world_size
     from advlab.report.figures import bar_chart, image_grid, line_plot, multi_line_grid
 
     t_start = time.perf_counter()
@@ -474,7 +474,7 @@ def run_vonenet(cfg: VoneNetConfig, out_dir: str | Path, *, cache_dir: str | Pat
     for name in _progress(list(models), enabled=progress, desc="finetune"):
         d = _finetuned(cfg, name, ckpts[name], cache_root, progress)
         ft_ckpts[name] = d
-        from advlab.checkpoint import read_card
+        from advlab.train.checkpoint import read_card
         curves[name] = read_card(d)["curves"]
     panels = {DISPLAY[n]: {"clean": ([r["epoch"] for r in c], [100 * r["clean_acc"] for r in c]),
                            "FGSM": ([r["epoch"] for r in c], [100 * r["adv_acc"] for r in c])}
@@ -711,7 +711,7 @@ def _audited(cfg: VoneNetConfig) -> list[str]:
 def _audit(cfg: VoneNetConfig, model: nn.Module, ckpt: Path, x_s: torch.Tensor,
            y_s: torch.Tensor, results: ResultCache, twin: bool = False) -> dict[str, Any]:
     """The audit of ``model`` (``twin=True``: of its finite-gradient twin)."""
-    from advlab.audit import audit as run_audit
+    from advlab.evaluate.audit import audit as run_audit
 
     noise = cfg.seed + 17
     subject = finite_gradient_twin(model) if twin else model
@@ -734,7 +734,7 @@ def _share_work(cfg: VoneNetConfig, cache_root: Path, *, progress: bool,
     fine-tuned models. Items are whole (one model's evaluation draws its noise exactly as in
     one process) and distinct (no two ranks write the same cache entry). Returns the numbers
     of results and tensors all ranks computed (on rank 0; (0, 0) elsewhere)."""
-    from advlab.distributed import (
+    from advlab.evaluate.distributed import (
         barrier,
         check_shared_dir,
         deal,
@@ -796,7 +796,7 @@ def _share_work(cfg: VoneNetConfig, cache_root: Path, *, progress: bool,
 
 
 def _weights_id(ckpt: Path) -> str:
-    from advlab.checkpoint import read_card
+    from advlab.train.checkpoint import read_card
 
     return read_card(ckpt).get("weights_sha256", "")
 

@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from advlab.attacks import FGSM
-from advlab.audit import input_gradient
 from advlab.evaluate import predict
+from advlab.evaluate.audit import input_gradient
 from advlab.models.vone import finite_gradient_twin
 from advlab.stats import mcnemar_exact, wilson_interval
 
@@ -45,7 +45,7 @@ def nonfinite_gradient_fraction(model: nn.Module, x: torch.Tensor, y: torch.Tens
                                 batch: int = 256) -> tuple[float, float]:
     """(fraction of input-gradient entries, fraction of images with any entry) that are NaN or
     infinite, for the cross-entropy at the current noise draw (see
-    :func:`advlab.audit.input_gradient`)."""
+    :func:`advlab.evaluate.audit.input_gradient`)."""
     bad = ~torch.isfinite(input_gradient(model, x, y, batch).flatten(1))
     return float(bad.float().mean()), float(bad.any(dim=1).float().mean())
 

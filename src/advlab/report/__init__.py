@@ -23,8 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .html import Report
-from .io import (
+from advlab._io import (
     atomic_open,
     atomic_savefig,
     atomic_write_bytes,
@@ -32,6 +31,8 @@ from .io import (
     atomic_write_text,
     to_jsonable,
 )
+
+from .html import Report
 from .tables import Cell, Table, escape_markdown, format_value
 
 _FIGURES = ("bar_chart", "line_plot", "multi_line_grid", "image_grid")

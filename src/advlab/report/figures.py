@@ -37,7 +37,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullFormatter, PercentFormatter
 
-from .io import atomic_savefig
+from advlab._io import atomic_savefig
+
 from .tables import DEFAULT_FLOAT_FORMAT, format_value
 
 __all__ = ["DPI", "PALETTE", "bar_chart", "image_grid", "line_plot", "multi_line_grid"]

@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from advlab._io import atomic_write_bytes, atomic_write_text
+
 from .. import __version__
-from .io import atomic_write_bytes, atomic_write_text
 from .tables import Table, escape_markdown
 
 __all__ = ["Report"]

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .io import atomic_write_json, atomic_write_text, to_jsonable
+from advlab._io import atomic_write_json, atomic_write_text, to_jsonable
 
 __all__ = ["Cell", "Table", "escape_markdown", "format_value"]
 

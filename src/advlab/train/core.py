@@ -34,9 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advlab._io import atomic_write_bytes, atomic_write_text
 from advlab._progress import progress as _progress
 from advlab.attacks.base import Attack
-from advlab.checkpoint import (
+from advlab.train.checkpoint import (
     CheckpointError,
     bytes_to_state,
     load_checkpoint,
@@ -44,7 +45,6 @@ from advlab.checkpoint import (
     save_checkpoint,
     state_to_bytes,
 )
-from advlab.report.io import atomic_write_bytes, atomic_write_text
 
 __all__ = ["TrainConfig", "FinetuneConfig", "TrainResult", "fit", "finetune_adversarial",
            "load_split", "evaluate_accuracy", "QUICK", "quick_profile"]

@@ -10,6 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from advlab.cli import momentum
+from advlab.cli.options import load_model, parse_kv, resolve_device
+
 __all__ = ["add_commands"]
 
 
@@ -46,16 +49,11 @@ def add_commands(sub: Any, add_attack_options: Callable, add_common: Callable) -
     add_common(p)
     p.set_defaults(func=_torchrun_aware(_reproduce_vonenet))
 
-    try:
-        from advlab.experiments import momentum
-    except ImportError:  # pragma: no cover
-        momentum = None
-    if momentum is not None and hasattr(momentum, "add_arguments"):
-        p = exp.add_parser("momentum", help="Dong et al. (CVPR 2018) tables and figures",
-                           description="Tables 1-3 and the figures of the momentum paper on "
-                                       "an MNIST zoo, or on timm ImageNet models.")
-        momentum.add_arguments(p)
-        p.set_defaults(func=_torchrun_aware(momentum.main_momentum))
+    p = exp.add_parser("momentum", help="Dong et al. (CVPR 2018) tables and figures",
+                       description="Tables 1-3 and the figures of the momentum paper on "
+                                   "an MNIST zoo, or on timm ImageNet models.")
+    momentum.add_arguments(p)
+    p.set_defaults(func=_torchrun_aware(momentum.main_momentum))
 
     p = sub.add_parser("audit", help="trustworthy-evaluation checklist for a model",
                        description="Run the checklist (randomness/EOT, iterative >= single "
@@ -92,10 +90,9 @@ def _torchrun_aware(fn: Callable[[argparse.Namespace], int]
             return fn(args)
         import torch.distributed as dist
 
-        from advlab.distributed import cleanup, init_from_env
-        from advlab.evaluate_cmd import _device
+        from advlab.evaluate.distributed import cleanup, init_from_env
 
-        dev = _device(getattr(args, "device", "cpu") or "cpu", True)
+        dev = resolve_device(getattr(args, "device", "cpu") or "cpu", True)
         owned = not (dist.is_available() and dist.is_initialized())
         info = init_from_env("nccl") if dev.type == "cuda" else \
             init_from_env("gloo", device=dev)
@@ -140,12 +137,11 @@ def _reproduce_vonenet(args: argparse.Namespace) -> int:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    from advlab.audit import audit
-    from advlab.cli import _kv, _load_model
+    from advlab.evaluate.audit import audit
     from advlab.train import load_split
 
-    margs = [_kv(a) for a in (args.model_arg or [])]
-    model, name, _ = _load_model(args.model, args.device, margs)
+    margs = [parse_kv(a) for a in (args.model_arg or [])]
+    model, name, _ = load_model(args.model, args.device, margs)
     x, y = load_split("test", args.n, args.data_root, args.device)
     rep = audit(model, x, y, args.eps, eot_samples=args.eot, seed=args.seed, quick=args.quick)
     print(f"audit of {name} at Linf eps {args.eps} on {x.shape[0]} test images")

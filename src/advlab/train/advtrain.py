@@ -40,7 +40,7 @@ The checkpoint card records the static models (path, architecture, weight hash, 
 config) and the whole configuration.
 
 Example:
-    >>> from advlab.advtrain import AdvTrainConfig
+    >>> from advlab.train.advtrain import AdvTrainConfig
     >>> cfg = AdvTrainConfig("mnist-cnn", static=("runs/mnist-mlp",), eps=0.3, epochs=1)
     >>> cfg.schedule, cfg.adv_fraction
     ('rotate', 0.5)
@@ -66,8 +66,8 @@ from torch import nn
 
 from advlab._progress import progress as _progress
 from advlab.attacks.presets import FGSM
-from advlab.checkpoint import load_checkpoint, read_card, save_checkpoint
-from advlab.train import (
+from advlab.train.checkpoint import load_checkpoint, read_card, save_checkpoint
+from advlab.train.core import (
     RESUME,
     TrainResult,
     epoch_seed,

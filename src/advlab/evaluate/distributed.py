@@ -14,7 +14,7 @@ Launch (CPU: gloo; CUDA: nccl, one GPU per process)::
     torchrun --standalone --nproc-per-node 2 my_eval.py
 
     # my_eval.py
-    from advlab.distributed import init_from_env, is_main, sharded_evaluate_attack
+    from advlab.evaluate.distributed import init_from_env, is_main, sharded_evaluate_attack
     info = init_from_env()              # no-op when not launched by torchrun
     res = sharded_evaluate_attack(model, attack, x, y, batch_size=256)
     if is_main():
@@ -50,7 +50,7 @@ import torch.distributed as dist
 from torch import nn
 
 from advlab._progress import progress as _progress
-from advlab.evaluate import (
+from advlab.evaluate.core import (
     RobustnessResult,
     TargetFn,
     _evaluate_batch,

@@ -13,7 +13,8 @@ Definitions (for ``n`` examples with labels ``y``):
 Randomness: the attack on the batch that starts at global example ``offset`` draws from a
 generator seeded with :func:`batch_seed` ``(attack.seed, offset)`` (``attack.seed`` itself for
 the first batch), so a result depends on the data, the batch size and the seed only -- not on
-which process evaluated which batch (see :func:`advlab.distributed.sharded_evaluate_attack`).
+which process evaluated which batch (see
+:func:`advlab.evaluate.distributed.sharded_evaluate_attack`).
 
 Cost: every forward pass runs in ``torch.inference_mode``; per batch, the clean logits of each
 evaluated model are computed once (they also give the number of classes), the attack runs

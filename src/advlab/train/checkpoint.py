@@ -12,7 +12,7 @@ the tensors; nothing is ever unpickled, so a crafted pickle is refused rather th
 Example:
     >>> import tempfile
     >>> from advlab.models import create
-    >>> from advlab.checkpoint import save_checkpoint, load_checkpoint
+    >>> from advlab.train.checkpoint import save_checkpoint, load_checkpoint
     >>> d = tempfile.mkdtemp()
     >>> _ = save_checkpoint(d, create("mnist-mlp"), "mnist-mlp", {}, {"epochs": 0})
     >>> model, card = load_checkpoint(d)
@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 import advlab
-from advlab.report.io import atomic_write_bytes, atomic_write_json
+from advlab._io import atomic_write_bytes, atomic_write_json
 
 __all__ = ["save_checkpoint", "load_checkpoint", "read_card", "CheckpointError",
            "state_to_bytes", "bytes_to_state"]

@@ -14,13 +14,13 @@ Output, in ``DIR``:
 
 ``results.*`` depend on the arguments only, not on how many processes computed them: under
 ``torchrun`` each process evaluates a shard of the batches with
-:func:`advlab.distributed.sharded_evaluate_attack`, rank 0 gathers the rows, and only rank 0
-prints and writes, so the bytes equal a single-process run's (for models that draw no noise of
-their own, with the same number of threads per process). Everything run-specific goes to
+:func:`advlab.evaluate.distributed.sharded_evaluate_attack`, rank 0 gathers the rows, and only
+rank 0 prints and writes, so the bytes equal a single-process run's (for models that draw no
+noise of their own, with the same number of threads per process). Everything run-specific goes to
 ``run.json`` instead.
 
 Files are rendered in memory after all evaluations finished, then written atomically and
-together (:func:`advlab.report.io.atomic_open`): an interrupted run leaves an earlier run's
+together (:func:`advlab._io.atomic_open`): an interrupted run leaves an earlier run's
 files exactly as they were, never half-written.
 """
 
@@ -38,6 +38,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from advlab.cli.options import (
+    attack_from_args,
+    attack_json,
+    check_out_dir,
+    load_model,
+    parse_kv,
+    resolve_device,
+    torchrun_env,
+)
+
 __all__ = ["add_command", "cmd_evaluate", "plan_attacks", "render_results", "RESULT_FILES"]
 
 log = logging.getLogger(__name__)
@@ -46,12 +56,10 @@ DEFAULT_ATTACKS = ("fgsm", "pgd")
 DEFAULT_EPS = (0.1, 0.2, 0.3)
 #: the files whose bytes do not depend on the number of processes (run.json does).
 RESULT_FILES = ("results.json", "results.csv", "results.md")
-_TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
 
 def add_command(sub: Any, add_attack_options: Callable, add_common: Callable) -> None:
     """Register ``evaluate`` on the ``advlab`` subcommands."""
-    from advlab.cli import _kv
 
     p = sub.add_parser(
         "evaluate", help="robust accuracy under a grid of attacks x eps (torchrun: sharded)",
@@ -75,7 +83,7 @@ def add_command(sub: Any, add_attack_options: Callable, add_common: Callable) ->
                    help="examples per batch; the unit dealt to the processes (default 256)")
     p.add_argument("--targeted", action="store_true",
                    help="random wrong-class targets (seeded by --seed; the same for every pair)")
-    p.add_argument("--model-arg", type=_kv, action="append", metavar="KEY=VALUE",
+    p.add_argument("--model-arg", type=parse_kv, action="append", metavar="KEY=VALUE",
                    help="model keyword argument (repeatable), for registry names")
     add_attack_options(p, default_attack=",".join(DEFAULT_ATTACKS),
                        default_eps=",".join(f"{e:g}" for e in DEFAULT_EPS), multi=True)
@@ -97,7 +105,6 @@ def plan_attacks(args: argparse.Namespace) -> list[tuple[str, float, Any]]:
     attacks first at the first eps, ...: attack-major). Raises ValueError / TypeError naming
     the bad value; builds nothing but the attack objects."""
     from advlab.attacks import create_attack
-    from advlab.cli import attack_from_args
     from advlab.threat import Norm
 
     names = _flatten(args.attack, DEFAULT_ATTACKS)
@@ -144,54 +151,14 @@ def _check_args(args: argparse.Namespace) -> None:
                          f"({', '.join(list_models())})")
 
 
-def _check_out(out: Path) -> None:
-    """Fail before any work if ``out`` cannot become a directory we can write into."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {str(out)!r} exists and is not a directory")
-    existing = out
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ValueError(f"--out {str(out)!r}: {str(existing)!r} is not a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"--out {str(out)!r}: cannot write into {str(existing)!r}")
-
-
-def _torchrun_env() -> bool:
-    return all(k in os.environ for k in _TORCHRUN_ENV)
-
-
-def _device(spec: str, distributed: bool) -> Any:
-    """The device named by ``--device`` (checked); under torchrun ``cuda`` means
-    ``cuda:LOCAL_RANK``, filled in by :func:`~advlab.distributed.init_from_env`."""
-    import torch
-
-    try:
-        dev = torch.device(spec)
-    except (RuntimeError, ValueError):
-        raise ValueError(f"--device must be a torch device such as cpu or cuda, got "
-                         f"{spec!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {spec!r}: CUDA is not available on this machine")
-    if distributed:
-        if dev.type not in ("cpu", "cuda"):
-            raise ValueError(f"--device {spec!r}: under torchrun use cpu (gloo) or cuda "
-                             f"(nccl, one GPU per process)")
-        if dev.type == "cuda" and dev.index is not None:
-            raise ValueError(f"--device {spec!r}: under torchrun give plain cuda; each process "
-                             f"uses cuda:LOCAL_RANK (pick GPUs with CUDA_VISIBLE_DEVICES)")
-    return dev
-
-
 # -- rendering -------------------------------------------------------------------------
 def _row(kind: str, eps: float, attack: Any, result: Any) -> dict[str, Any]:
-    from advlab.cli import _attack_json
 
     d = result.as_dict()
     return {"attack": kind, "norm": d.pop("norm"), "eps": eps,
             "steps": getattr(attack, "steps", None), **{k: v for k, v in d.items()
                                                         if k not in ("attack", "eps")},
-            "attack_config": _attack_json(attack)}
+            "attack_config": attack_json(attack)}
 
 
 def _pct(v: float | None) -> float | None:
@@ -200,7 +167,7 @@ def _pct(v: float | None) -> float | None:
 
 def render_results(config: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, str]:
     """File name -> text of ``results.json``, ``results.csv`` and ``results.md``."""
-    from advlab.report.io import to_jsonable
+    from advlab._io import to_jsonable
     from advlab.report.tables import Table
 
     doc = to_jsonable({"config": config, "results": rows})
@@ -231,7 +198,7 @@ def _write_together(out: Path, files: dict[str, str]) -> None:
     the renames over the old files happen only once all of them are written and flushed, in
     reverse order (the first file of ``files`` last). A failure while writing leaves every
     old file in place."""
-    from advlab.report.io import atomic_open
+    from advlab._io import atomic_open
 
     out.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
@@ -247,23 +214,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from advlab import __version__
-    from advlab.cli import _load_model
-    from advlab.distributed import cleanup, init_from_env, sharded_evaluate_attack
     from advlab.evaluate import random_targets
+    from advlab.evaluate.distributed import cleanup, init_from_env, sharded_evaluate_attack
     from advlab.train import load_split
 
     t0 = time.perf_counter()
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    launched = _torchrun_env()
+    launched = torchrun_env()
     main_rank = not launched or os.environ.get("RANK") == "0"
     # 1. everything that can be checked, before any work (every rank checks the same values;
     #    the output directory is rank 0's alone)
     _check_args(args)
     plan = plan_attacks(args)
-    dev = _device(args.device, launched)
+    dev = resolve_device(args.device, launched)
     out = Path(args.out)
     if main_rank:
-        _check_out(out)
+        check_out_dir(out)
     margs = list(args.model_arg or [])
     x, y = load_split("test", None, args.data_root, "cpu")
     if args.n > x.shape[0]:
@@ -282,7 +248,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         info = init_from_env("gloo", device=dev)
     try:
         dev = info.device
-        model, name, card = _load_model(args.model, str(dev), margs)
+        model, name, card = load_model(args.model, str(dev), margs)
         config = {
             "command": "advlab evaluate", "advlab": __version__,
             "model": args.model, "model_name": name,

@@ -62,7 +62,7 @@ parameter gradients are left behind, the model is never moved).
 
 Example:
     >>> import torch
-    >>> from advlab.audit import check_logits
+    >>> from advlab.evaluate.audit import check_logits
     >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
     >>> check_logits(model, torch.rand(5, 1, 2, 2)).passed
     True

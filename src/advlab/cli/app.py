@@ -13,141 +13,26 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import logging
-import math
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "build_parser", "attack_from_args"]
+from advlab.cli import evaluate as evaluate_cmd
+from advlab.cli import reproduce
+from advlab.cli.options import (
+    add_attack_options,
+    add_common,
+    attack_from_args,
+    attack_json,
+    load_model,
+    parse_kv,
+)
+
+__all__ = ["main", "build_parser"]
 
 log = logging.getLogger("advlab")
-
-
-# -- shared option groups ----------------------------------------------------------------
-def _kv(text: str) -> tuple[str, Any]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    k, v = text.split("=", 1)
-    try:
-        val = json.loads(v)
-    except json.JSONDecodeError:
-        val = v
-    return k, val
-
-
-def _name_list(text: str) -> list[str]:
-    names = [t.strip() for t in text.split(",")]
-    if not all(names):
-        raise argparse.ArgumentTypeError(f"expected names separated by commas, got {text!r}")
-    return names
-
-
-def _eps_value(text: str) -> float:
-    """``0.3`` or ``16/255``: a finite number >= 0."""
-    try:
-        if "/" in text:
-            num, den = text.split("/", 1)
-            value = float(num) / float(den)
-        else:
-            value = float(text)
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"eps must be a number like 0.3 or 16/255, got "
-                                         f"{text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"eps must be a finite number >= 0, got {text!r}")
-    return value
-
-
-def _eps_list(text: str) -> list[float]:
-    return [_eps_value(t.strip()) for t in text.split(",")]
-
-
-def _add_attack_options(p: argparse.ArgumentParser, default_attack: str = "fgsm",
-                        default_eps: float | None = 0.35, *, multi: bool = False) -> None:
-    """The attack options. ``multi=True``: ``--attack`` and ``--eps`` take comma lists and
-    repeat (``args.attack`` / ``args.eps`` are then lists, None when not given)."""
-    g = p.add_argument_group("attack")
-    if multi:
-        g.add_argument("--attack", action="append", default=None, type=_name_list,
-                       metavar="NAME[,NAME...]",
-                       help="attack names, comma-separated or repeated: fgsm, ifgsm (bim), "
-                            f"pgd, mifgsm, nifgsm (default {default_attack})")
-        g.add_argument("--eps", action="append", default=None, type=_eps_list,
-                       metavar="EPS[,EPS...]",
-                       help="budgets in pixel units ([0,1] images), comma-separated or "
-                            f"repeated; 16/255 is accepted (default {default_eps})")
-    else:
-        g.add_argument("--attack", default=default_attack,
-                       help="attack name: fgsm, ifgsm (bim), pgd, mifgsm, nifgsm "
-                            f"(default {default_attack})")
-        g.add_argument("--eps", type=float, default=default_eps,
-                       help=f"perturbation budget in [0,1] pixel units (default {default_eps})")
-    g.add_argument("--norm", default="linf", choices=["linf", "l2", "l1"])
-    g.add_argument("--steps", type=int, default=None, help="iterations T (attack default)")
-    g.add_argument("--alpha", type=float, default=None, help="step size (default eps/T)")
-    g.add_argument("--decay", type=float, default=None, help="momentum mu (MI-FGSM: 1.0)")
-    g.add_argument("--restarts", type=int, default=1, help="random restarts (PGD)")
-    g.add_argument("--loss", default="ce", choices=["ce", "cw"])
-    g.add_argument("--eot", type=int, default=1, help="EOT gradient samples per step")
-    g.add_argument("--no-clip", action="store_true",
-                   help="do not clip to [0,1] (only to reproduce flawed evaluations)")
-    g.add_argument("--attack-seed", type=int, default=0, help="seed of random starts")
-
-
-_OPTION_DEFAULTS: dict[str, Any] = {"restarts": 1, "loss": "ce", "eot_samples": 1, "clip": True}
-_OPTION_FLAGS = {"eot_samples": "eot", "clip": "no-clip"}
-
-
-def attack_from_args(args: argparse.Namespace):
-    """Build the :class:`~advlab.attacks.Attack` that the attack options describe."""
-    from advlab.attacks import attack_class, create_attack
-
-    kw: dict[str, Any] = {"eps": args.eps, "norm": args.norm, "restarts": args.restarts,
-                          "loss": args.loss, "eot_samples": args.eot, "clip": not args.no_clip,
-                          "seed": args.attack_seed, "steps": args.steps, "alpha": args.alpha,
-                          "decay": args.decay}
-    # Options an attack does not have (e.g. --restarts for the gradient-free Square Attack) are
-    # dropped while they hold the command line's default, and refused when set.
-    fields = {f.name for f in dataclasses.fields(attack_class(args.attack))}
-    for key in [k for k in kw if k not in fields]:
-        value = kw.pop(key)
-        if value is not None and value != _OPTION_DEFAULTS.get(key):
-            flag = _OPTION_FLAGS.get(key, key.replace("_", "-"))
-            raise SystemExit(f"error: --{flag} does not apply to attack {args.attack!r} "
-                             f"(got {value!r})")
-    return create_attack(args.attack, **{k: v for k, v in kw.items()
-                                         if v is not None or k == "seed"})
-
-
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
-    p.add_argument("--data-root", default=None, help="folder with the MNIST IDX files "
-                   "(default: $ADVLAB_DATA, then the copy bundled with advlab)")
-    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.add_argument("-v", "--verbose", action="store_true", help="log more")
-
-
-def _load_model(spec: str, device: str, model_args: list[tuple[str, Any]] | None = None):
-    """A checkpoint directory, or a registry name (freshly created, untrained)."""
-    from advlab.checkpoint import load_checkpoint
-    from advlab.models import create, list_models
-
-    if Path(spec).exists():
-        model, card = load_checkpoint(spec, device, dict(model_args or []))
-        return model, card["model"], card
-    if spec in list_models():
-        log.warning("%s is a registry name: attacking a freshly created, UNTRAINED model", spec)
-        import torch
-
-        torch.manual_seed(0)
-        return create(spec, **dict(model_args or [])).to(device).eval(), spec, None
-    raise SystemExit(f"error: {spec!r} is neither a checkpoint directory nor a model name "
-                     f"({', '.join(list_models())})")
 
 
 # -- commands ------------------------------------------------------------------------------
@@ -211,14 +96,14 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 def cmd_attack(args: argparse.Namespace) -> int:
 
-    from advlab.checkpoint import state_to_bytes
+    from advlab._io import atomic_write_bytes, atomic_write_json
     from advlab.evaluate import evaluate_attack, predict, random_targets
     from advlab.report.figures import image_grid
-    from advlab.report.io import atomic_write_bytes, atomic_write_json
     from advlab.train import load_split
+    from advlab.train.checkpoint import state_to_bytes
 
     atk = attack_from_args(args)
-    model, name, _ = _load_model(args.model, args.device, args.model_arg)
+    model, name, _ = load_model(args.model, args.device, args.model_arg)
     x, y = load_split("test", args.n, args.data_root, args.device)
     targets = random_targets(args.seed) if args.targeted else None
     res = evaluate_attack(model, atk, (x, y), targets=targets, batch_size=args.batch_size,
@@ -241,16 +126,9 @@ def cmd_attack(args: argparse.Namespace) -> int:
                adv_labels=predict(model, xa).cpu(), true_labels=ys.cpu(),
                title=f"{name}: {atk.name} eps={args.eps}")
     atomic_write_json(out / "result.json", {**res.as_dict(), "model": name,
-                                            "attack_config": _attack_json(atk)})
+                                            "attack_config": attack_json(atk)})
     print(f"saved {out / 'adversarial.safetensors'}, {out / 'grid.png'}, {out / 'result.json'}")
     return 0
-
-
-def _attack_json(atk) -> dict[str, Any]:
-    d = {f.name: getattr(atk, f.name) for f in dataclasses.fields(atk)}
-    d["norm"] = atk.norm.value
-    d["name"] = atk.name
-    return {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in d.items()}
 
 
 # -- parser --------------------------------------------------------------------------------
@@ -277,11 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--train-size", type=int, default=None, help="first N training images")
     p.add_argument("--test-size", type=int, default=None, help="first N test images")
-    p.add_argument("--model-arg", type=_kv, action="append", metavar="KEY=VALUE",
+    p.add_argument("--model-arg", type=parse_kv, action="append", metavar="KEY=VALUE",
                    help="model keyword argument (repeatable), e.g. preset=report")
     p.add_argument("--out", default=None, help="checkpoint directory (default runs/MODEL)")
     p.add_argument("--resume", action="store_true", help="continue a killed run")
-    _add_common(p)
+    add_common(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("finetune", help="adversarial fine-tuning of a checkpoint",
@@ -296,8 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-size", type=int, default=None)
     p.add_argument("--test-size", type=int, default=None)
     p.add_argument("--out", default=None)
-    _add_attack_options(p)
-    _add_common(p)
+    add_attack_options(p)
+    add_common(p)
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("attack", help="attack a checkpoint or a registry model on MNIST",
@@ -309,10 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--targeted", action="store_true", help="random wrong-class targets")
     p.add_argument("--grid", type=int, default=10, help="images in the PNG grid")
-    p.add_argument("--model-arg", type=_kv, action="append", metavar="KEY=VALUE")
+    p.add_argument("--model-arg", type=parse_kv, action="append", metavar="KEY=VALUE")
     p.add_argument("--out", default=None, help="output directory")
-    _add_attack_options(p, default_attack="fgsm", default_eps=0.35)
-    _add_common(p)
+    add_attack_options(p, default_attack="fgsm", default_eps=0.35)
+    add_common(p)
     p.set_defaults(func=cmd_attack)
 
     _add_extra_commands(sub)
@@ -320,15 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_extra_commands(sub: Any) -> None:
-    """Commands that live in other modules (reproduce, audit, evaluate)."""
-    from advlab import evaluate_cmd
-
-    evaluate_cmd.add_command(sub, _add_attack_options, _add_common)
-    try:
-        from advlab.experiments import cli as exp_cli
-    except ImportError:
-        return
-    exp_cli.add_commands(sub, _add_attack_options, _add_common)
+    """Commands that live in the other modules of this package (evaluate, reproduce, audit)."""
+    evaluate_cmd.add_command(sub, add_attack_options, add_common)
+    reproduce.add_commands(sub, add_attack_options, add_common)
 
 
 def main(argv: list[str] | None = None) -> int:

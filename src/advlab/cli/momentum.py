@@ -1,0 +1,137 @@
+"""``advlab reproduce momentum``: the options of the momentum reproduction and its entry point."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from advlab.cli.options import parse_eps
+from advlab.experiments.momentum import (
+    MNIST_EPS,
+    SUITES,
+    MomentumConfig,
+    run_momentum,
+    specs_from_names,
+)
+from advlab.report import Table
+
+__all__ = ["add_arguments", "config_from_args", "main_momentum"]
+
+
+def _eps_value(text: str) -> float:
+    """``0.2`` or ``16/255``, in (0, 1] (the command line's eps parser, then the range)."""
+    v = parse_eps(text)
+    if not 0 < v <= 1:
+        raise argparse.ArgumentTypeError(f"eps must be in (0, 1] (pixels in [0, 1]), got {v}")
+    return v
+
+
+def _threads_value(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"threads must be an integer >= 1 or 'auto', got "
+                                         f"{text!r}")
+    return n
+
+
+def _add(parser: argparse.ArgumentParser, *flags: str, **kw: Any) -> None:
+    # skip options the caller's parser already defines (e.g. shared --device / --seed)
+    if any(f in parser._option_string_actions for f in flags):
+        return
+    parser.add_argument(*flags, **kw)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the ``reproduce momentum`` options to ``parser`` (options it already has are
+    kept as they are)."""
+    if "--quick" not in parser._option_string_actions:
+        prof = parser.add_mutually_exclusive_group()
+        prof.add_argument("--quick", dest="profile", action="store_const", const="quick",
+                          help="small data, short training, coarse grids (default)")
+        prof.add_argument("--full", dest="profile", action="store_const", const="full",
+                          help="the paper's protocol (1000 images, full grids; hours)")
+        parser.set_defaults(profile="quick")
+    _add(parser, "--suite", choices=SUITES, default="mnist",
+         help="mnist (zoo models, trained and cached) or imagenet (timm models)")
+    _add(parser, "--eps", type=_eps_value, default=None,
+         help=f"L-inf budget in [0, 1] pixel units, e.g. 0.2 or 16/255 (default: "
+              f"{MNIST_EPS} on MNIST, 16/255 on ImageNet)")
+    _add(parser, "--out", default=None, metavar="DIR",
+         help="output directory (default runs/momentum-<suite>-<profile>)")
+    _add(parser, "--cache", default=None, metavar="DIR",
+         help="cache of models, adversarial examples and predictions (default "
+              "$ADVLAB_CACHE or ~/.cache/advlab)")
+    _add(parser, "--labels", choices=["true", "pred"], default=None,
+         help="attack the ground truth (true, default) or the source's clean prediction "
+              "(pred, as the authors' code)")
+    _add(parser, "--data", default=None, metavar="DIR",
+         help="MNIST: folder with the IDX files; ImageNet: image folder or NIPS 2017 layout")
+    _add(parser, "--models", nargs="+", default=None, metavar="NAME",
+         help="MNIST: zoo models for the normal roles in order; ImageNet: timm names "
+              "(names containing 'adv', or prefixed 'adv:', are adversarially trained)")
+    _add(parser, "--n-images", type=int, default=None, metavar="N",
+         help="images for Table 1 (default: the profile's)")
+    _add(parser, "--random-init", action="store_true",
+         help="ImageNet: random-init timm models (tests the pipeline without weights)")
+    _add(parser, "--threads", default="auto", type=_threads_value, metavar="N",
+         help="torch threads during the run: a number, or auto (default: 1 when the "
+              "machine is oversubscribed, where OpenMP threads spin against each other)")
+    _add(parser, "--device", default="cpu", help="torch device (default cpu)")
+    _add(parser, "--seed", type=int, default=0, help="seed (default 0)")
+    _add(parser, "--no-progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> MomentumConfig:
+    """The :class:`MomentumConfig` that the command-line options describe."""
+    suite = getattr(args, "suite", None) or "mnist"
+    over: dict[str, Any] = {"seed": getattr(args, "seed", 0) or 0,
+                            "device": getattr(args, "device", None) or "cpu"}
+    if getattr(args, "eps", None) is not None:
+        over["eps"] = float(args.eps)
+    if getattr(args, "labels", None):
+        over["labels"] = args.labels
+    data = getattr(args, "data", None) or getattr(args, "data_root", None)
+    if data:
+        over["data_root" if suite == "mnist" else "data_dir"] = str(data)
+    if getattr(args, "n_images", None):
+        over["n_images"] = args.n_images
+    if getattr(args, "random_init", False):
+        over["pretrained"] = False
+    if getattr(args, "models", None):
+        over["normal"], over["adversarial"] = specs_from_names(args.models, suite)
+    return MomentumConfig.preset(getattr(args, "profile", None) or "quick", suite, **over)
+
+
+def main_momentum(args: argparse.Namespace) -> int:
+    """Run ``advlab reproduce momentum``; print the tables, the claims and the report path."""
+    cfg = config_from_args(args)
+    out = Path(args.out) if getattr(args, "out", None) else \
+        Path("runs") / f"momentum-{cfg.suite}-{cfg.profile}"
+    t0 = time.perf_counter()
+    res = run_momentum(cfg, out, cache_dir=getattr(args, "cache", None),
+                       progress=not getattr(args, "no_progress", False),
+                       threads=getattr(args, "threads", "auto"))
+    if res is None:  # another rank of a torchrun job: rank 0 prints and writes
+        return 0
+    for name in ("table1", "table2", "table3"):
+        p = out / "tables" / f"{name}.json"
+        if p.is_file():
+            t = json.loads(p.read_text())
+            print(Table(t["title"], t["columns"], t["formatted"]).to_markdown())
+            print()
+    for c in res["claims"]:
+        verdict = {True: "HELD", False: "did not hold", None: "not testable"}[c["held"]]
+        print(f"- {c['statement']}: {verdict}")
+    print(f"\n{res['attack_calls']} attack calls, {time.perf_counter() - t0:.1f} s")
+    print(f"report: {res['report']}")
+    print(f"        {Path(res['report']).with_suffix('.md')}")
+    return 0
