@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from _common import base_parser, finish, mnist_test, setup, trained_model
 
 from advlab.attacks import PGD
-from advlab.attacks.base import _check_int_labels, _Oracle, model_mode
+from advlab.attacks.base import _Oracle, check_inputs, check_labels, model_mode, probe_model
 
 
 def main() -> None:
@@ -74,9 +74,9 @@ def main() -> None:
         torch.autograd.grad(F.cross_entropy(model(xi), y, reduction="sum"), xi)
 
     pieces = {
-        "advlab: input validation": lambda: atk._check_inputs(model, x),
-        "advlab: label checks": lambda: _check_int_labels("y", y, x.shape[0]),
-        "advlab: one-example probe": lambda: atk._probe(model, x, {"y": y}),
+        "advlab: input validation": lambda: check_inputs(model, x, atk.bounds, atk.eps),
+        "advlab: label checks": lambda: check_labels("y", y, x.shape[0]),
+        "advlab: one-example probe": lambda: probe_model(model, x, {"y": y}),
         "advlab: model_mode": mode,
         "advlab: loop setup": setup_loop,
         "torchattacks: copies and model.eval()": ta_call,

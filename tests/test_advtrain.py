@@ -11,7 +11,8 @@ import torch
 import advlab.train.advtrain as advtrain
 from advlab.attacks import FGSM
 from advlab.train import TrainConfig, fit
-from advlab.train.advtrain import AdvTrainConfig, adv_train, ensure_advtrained
+from advlab.train.advtrain import AdvTrainConfig, adv_train
+from advlab.train.cached import ensure_advtrained
 from advlab.train.checkpoint import load_checkpoint, read_card
 
 SMALL = dict(epochs=2, train_size=256, test_size=64, batch_size=64)

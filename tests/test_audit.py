@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from advlab.evaluate import audit as audit_mod
 from advlab.attacks import FGSM, PGD
 from advlab.attacks.square import SquareAttack
+from advlab.evaluate import audit as audit_mod
 from advlab.evaluate.audit import (
     AuditReport,
     Flag,

@@ -158,7 +158,19 @@ def test_root_comes_first(tmp_path, monkeypatch):
     assert locate_mnist("test", root=tmp_path / "root")[0].parent == tmp_path / "root"
     dirs = search_dirs(tmp_path / "root")
     assert dirs.index(tmp_path / "root") < dirs.index(tmp_path / "env")
-    assert dirs.index(tmp_path / "env") < dirs.index(BUNDLED)
+    assert BUNDLED not in dirs  # a folder named explicitly: no fallback to the bundled copy
+
+
+def test_explicit_folder_without_mnist_fails_naming_what_it_looked_for(tmp_path, monkeypatch):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MNISTNotFoundError) as info:
+        load_mnist("test", root=tmp_path / "empty")
+    msg = str(info.value)
+    assert str(tmp_path / "empty" / "t10k-images-idx3-ubyte") in msg
+    assert str(BUNDLED) not in msg
+    monkeypatch.setenv(mnist.ENV_VAR, str(tmp_path / "empty"))
+    with pytest.raises(MNISTNotFoundError, match="t10k-images-idx3-ubyte"):
+        load_mnist("test")
 
 
 @pytest.mark.parametrize("sub", ["", "mnist"])
@@ -220,11 +232,16 @@ def test_missing_file_lists_every_place_looked(tmp_path, monkeypatch, no_bundle)
         tmp_path / "root" / "mnist",
         tmp_path / "env",
         tmp_path / "env" / "mnist",
-        tmp_path / "xdg-cache" / "advlab" / "mnist",
     ):
         assert str(folder / "t10k-images-idx3-ubyte") in msg
         assert str(folder / "t10k-images-idx3-ubyte.gz") in msg
     assert err.searched and all(isinstance(p, Path) for p in err.searched)
+    cache = tmp_path / "xdg-cache" / "advlab" / "mnist"
+    assert str(cache) not in msg  # folders named explicitly: no fallback to the download cache
+    monkeypatch.delenv(mnist.ENV_VAR)
+    with pytest.raises(MNISTNotFoundError) as info:
+        load_mnist("test")
+    assert str(cache / "t10k-images-idx3-ubyte") in str(info.value)
 
 
 def _idx(magic: int, dims: tuple[int, ...], payload: bytes) -> bytes:

@@ -124,7 +124,7 @@ def test_bad_model_and_out_are_named(tmp_path, capsys):
     f = tmp_path / "file"
     f.write_text("x")
     code, err = run_main(["evaluate", "mnist-mlp", "--out", str(f)], capsys)
-    assert code == 2 and "exists and is not a directory" in err
+    assert code == 2 and "--out must be a directory" in err
     if not torch.cuda.is_available():
         code, err = run_main(["evaluate", "mnist-mlp", "--device", "cuda", "--out",
                               str(tmp_path / "o")], capsys)

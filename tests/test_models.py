@@ -137,9 +137,9 @@ def test_bad_kwarg_names_the_kwarg():
 
 
 def test_bad_values_name_value_and_expectation():
-    with pytest.raises(ValueError, match="in_channels must be a positive int, got 0"):
+    with pytest.raises(ValueError, match="in_channels must be an integer >= 1, got 0"):
         create("mnist-cnn", in_channels=0)
-    with pytest.raises(ValueError, match="num_classes must be a positive int, got -1"):
+    with pytest.raises(ValueError, match="num_classes must be an integer >= 1, got -1"):
         create("mnist-mlp", num_classes=-1)
 
 

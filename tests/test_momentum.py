@@ -25,6 +25,7 @@ from advlab.experiments.momentum import (
     run_momentum,
     specs_from_names,
 )
+from advlab.experiments.momentum.runner import _quantize
 from advlab.models import list_models, register, unregister
 from conftest import run_one_and_two
 
@@ -223,7 +224,7 @@ def test_quantize_stays_in_the_ball_and_the_box():
     x = torch.randint(0, 256, (4, 3, 5, 5), generator=g).float() / 255
     for eps in (16 / 255, 0.15):
         xa = (x + (torch.rand(x.shape, generator=g) * 2 - 1) * eps).clamp(0, 1)
-        q = mm._quantize(xa, x, eps).float() / 255
+        q = _quantize(xa, x, eps).float() / 255
         assert float((q - x).abs().max()) <= eps + 1e-6
         assert float((q - xa).abs().max()) <= 1 / 255 + 1e-6
         assert 0 <= float(q.min()) and float(q.max()) <= 1

@@ -17,9 +17,9 @@ timm = pytest.importorskip("timm")
 
 import torch  # noqa: E402
 
+from advlab._io import bytes_to_state  # noqa: E402
 from advlab.data.imagefolder import load_nips17  # noqa: E402
 from advlab.experiments.momentum import MomentumConfig, run_momentum  # noqa: E402
-from advlab.train.checkpoint import bytes_to_state  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # timm's tiny test architectures (160x160 inputs): three normal models and one marked as

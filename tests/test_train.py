@@ -87,6 +87,14 @@ def test_resume_gives_the_same_weights(tmp_path, name):
             resume=True, progress=False)
 
 
+def test_finetune_command_draws_the_curves(tmp_path):
+    fit(TrainConfig("mnist-cnn", **SMALL), tmp_path / "base", progress=False)
+    assert cli.main(["finetune", str(tmp_path / "base"), "--epochs", "1", "--train-size", "128",
+                     "--test-size", "64", "--out", str(tmp_path / "ft"), "--no-progress"]) == 0
+    assert (tmp_path / "ft" / "curves.csv").is_file()
+    assert (tmp_path / "ft" / "curves.png").stat().st_size > 5000
+
+
 def test_finetune_writes_one_row_per_epoch(tmp_path):
     fit(TrainConfig("mnist-cnn", **SMALL), tmp_path / "base", progress=False)
     res = finetune_adversarial(tmp_path / "base", FGSM(eps=0.35),
@@ -95,7 +103,7 @@ def test_finetune_writes_one_row_per_epoch(tmp_path):
     assert [r["epoch"] for r in res.metrics] == [0, 1, 2, 3]
     rows = (tmp_path / "ft" / "curves.csv").read_text().strip().splitlines()
     assert rows[0] == "epoch,clean_acc,adv_acc,train_loss,seconds" and len(rows) == 5
-    assert (tmp_path / "ft" / "curves.png").stat().st_size > 5000
+    assert not (tmp_path / "ft" / "curves.png").exists()  # training draws nothing
     _, card = load_checkpoint(tmp_path / "ft")
     assert card["attack"]["name"] == "fgsm" and card["attack"]["eps"] == 0.35
     assert len(card["curves"]) == 4

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import advlab.models.vone as vone_mod
+import advlab.models.vone.kernels as vone_kernels
 from advlab.data import load_mnist
 from advlab.models import (
     PRESETS,
@@ -180,7 +180,7 @@ def test_custom_autograd_functions_pass_gradcheck():
     noise = torch.randn(1, 2 + 2, 3, 3, dtype=torch.float64)
     tol = torch.zeros(1, 1, 1, 1, dtype=torch.float64)
     for mode in ("neuronal", "gaussian", "none"):
-        fn = lambda t, m=mode: vone_mod._V1Response.apply(t, noise, tol, 2, 2.5, m, 0.35, 0.07)  # noqa: E731
+        fn = lambda t, m=mode: vone_kernels._V1Response.apply(t, noise, tol, 2, 2.5, m, 0.35, 0.07)  # noqa: E731
         assert torch.autograd.gradcheck(fn, (q,), fast_mode=True)
     block = small_block(simple_channels=2, complex_channels=1, ksize=5).double()
     x = torch.rand(1, 1, 5, 6, dtype=torch.float64, requires_grad=True)
@@ -456,6 +456,6 @@ def test_exact_and_safe_cells_pass_gradcheck_away_from_zero(cell):
     q = torch.randn(1, 2 + 2 * 2, 3, 3, dtype=torch.float64, requires_grad=True)
     noise = torch.randn(1, 2 + 2, 3, 3, dtype=torch.float64)
     for mode in ("neuronal", "none"):
-        fn = lambda t, m=mode: vone_mod._V1Response.apply(  # noqa: E731
+        fn = lambda t, m=mode: vone_kernels._V1Response.apply(  # noqa: E731
             t, noise, None, 2, 2.5, m, 0.35, 0.07, cell)
         assert torch.autograd.gradcheck(fn, (q,), fast_mode=True)

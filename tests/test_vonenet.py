@@ -175,7 +175,7 @@ def _measured(fgsm: float, finite: float, nan: float, moved: float, p: float) ->
 ])
 def test_claims_name_the_mechanism_only_when_the_numbers_show_it(measured, sound, expect,
                                                                  mechanism):
-    from advlab.experiments.vonenet import _claims
+    from advlab.experiments.vonenet.claims import _claims
 
     cfg = VoneNetConfig.preset("full")
     plain = {"fgsm": _rate(0.6)}
@@ -194,7 +194,7 @@ def test_claims_name_the_mechanism_only_when_the_numbers_show_it(measured, sound
 
 
 def test_quick_claims_are_labelled_smoke_level():
-    from advlab.experiments.vonenet import _claims
+    from advlab.experiments.vonenet.claims import _claims
 
     cfg = VoneNetConfig.preset("quick")
     lines = _claims(cfg, {"mnist-cnn": {"fgsm": _rate(3.0)}}, {}, {})
@@ -208,7 +208,7 @@ def test_student_fgsm_shows_the_nan_mechanism_on_the_student_bank():
     import torch
 
     from advlab.attacks import NonFiniteGradientWarning
-    from advlab.experiments.vonenet_mechanism import student_fgsm
+    from advlab.experiments.vonenet.mechanism import student_fgsm
     from advlab.models import create
     from advlab.train import load_split
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from advlab.evaluate import audit as audit_mod
 from advlab.attacks import FGSM, PGD
+from advlab.evaluate import audit as audit_mod
 from advlab.evaluate.audit import worst_case_accuracy
 from conftest import NoisyFront, blobs
 

@@ -1,10 +1,21 @@
-"""Atomic file writes for the report layer.
+"""The bottom layer: atomic files, JSON, config hashes and the on-disk store of results.
 
-Every file the report layer produces goes through :func:`atomic_open`: the bytes are written to a
+Every module that writes a file goes through :func:`atomic_open`: the bytes are written to a
 temporary file in the target's own directory, flushed and fsynced, and only then renamed over the
 target with :func:`os.replace` (atomic on POSIX and Windows). If anything fails on the way, the
 temporary file is removed and the target is left exactly as it was: absent, or with its old
 content. A reader therefore never sees a half-written CSV, JSON, PNG or HTML file.
+
+Two JSON conversions, each for one purpose:
+
+* :func:`to_jsonable` for result files: strict JSON (non-finite floats become ``null``), and
+  anything it cannot convert raises;
+* :func:`jsonable` for describing a configuration (``config.json`` and the cache keys of
+  :func:`config_hash`): an attack keeps its ``name``, a callable is named, values it does not
+  know are kept for ``json.dumps(default=str)``. Changing it changes every cache key.
+
+:class:`Store` keeps computed results on disk under ``ROOT/KIND/HASH.json`` (or
+``.safetensors`` for tensors), keyed by the hash of the configuration that produced them.
 
 Example::
 
@@ -20,13 +31,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import hashlib
 import json
+import logging
 import math
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
+
+import torch
 
 __all__ = [
     "atomic_open",
@@ -35,7 +50,15 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "to_jsonable",
+    "jsonable",
+    "config_hash",
+    "default_cache_dir",
+    "state_to_bytes",
+    "bytes_to_state",
+    "Store",
 ]
+
+log = logging.getLogger(__name__)
 
 _NEW_FILE_MODE = 0o644
 
@@ -181,3 +204,111 @@ def atomic_savefig(
     with atomic_open(target, "wb") as f:
         fig.savefig(f, format=fmt, dpi=dpi, **kwargs)
     return target
+
+
+def jsonable(obj: Any) -> Any:
+    """A JSON-ready copy of configs (dataclasses, enums, tensors, paths)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        d = {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        name = getattr(obj, "name", None)
+        if isinstance(name, str):
+            d["name"] = name
+        return d
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "value") and hasattr(obj, "name") and not isinstance(obj, (int, float)):
+        return obj.value  # enums
+    if callable(obj):
+        return getattr(obj, "__name__", repr(obj))
+    return obj
+
+
+def config_hash(*parts: Any) -> str:
+    """A short stable hash of JSON-able config parts."""
+    text = json.dumps([jsonable(p) for p in parts], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def default_cache_dir() -> Path:
+    """``$ADVLAB_CACHE`` or ``~/.cache/advlab``."""
+    return Path(os.environ.get("ADVLAB_CACHE", Path.home() / ".cache" / "advlab"))
+
+
+def state_to_bytes(tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> bytes:
+    """``tensors`` as safetensors bytes (detached, on the CPU, contiguous)."""
+    from safetensors.torch import save
+
+    clean = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    return save(clean, metadata=metadata)
+
+
+def bytes_to_state(data: bytes, where: str, error: type[Exception] = ValueError
+                   ) -> dict[str, Any]:
+    """The tensors of safetensors ``data`` read from ``where``; ``error`` (a ValueError by
+    default) naming ``where`` if the bytes do not parse. Nothing is ever unpickled."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    try:
+        return load(data)
+    except (SafetensorError, Exception) as e:  # noqa: BLE001 - any parse failure is a refusal
+        raise error(f"{where} is not a valid safetensors file ({e}); advlab never "
+                    f"unpickles checkpoints") from None
+
+
+class Store:
+    """Computed results on disk, keyed by the hash of the config that produced them.
+
+    ``fmt="json"`` stores any JSON-able result as ``ROOT/KIND/HASH.json`` (with its config);
+    ``fmt="safetensors"`` stores a dict of tensors as ``ROOT/KIND/HASH.safetensors`` (the
+    config in its metadata). Files are written atomically, so a killed run resumes and a
+    repeated one recomputes nothing; an unreadable entry is recomputed. ``calls`` counts the
+    computations run, ``hits`` the results read back.
+    """
+
+    SUFFIX = {"json": ".json", "safetensors": ".safetensors"}
+
+    def __init__(self, root: str | os.PathLike[str], fmt: str = "json") -> None:
+        if fmt not in self.SUFFIX:
+            raise ValueError(f"fmt must be one of {sorted(self.SUFFIX)}, got {fmt!r}")
+        self.root = Path(root)
+        self.fmt = fmt
+        self.calls = 0
+        self.hits = 0
+
+    def path(self, kind: str, config: Any) -> Path:
+        """Where the result of ``config`` under ``kind`` is (or would be) stored."""
+        return self.root / kind / f"{config_hash(config)}{self.SUFFIX[self.fmt]}"
+
+    def _read(self, p: Path) -> Any:
+        if self.fmt == "json":
+            return json.loads(p.read_text())["result"]
+        return bytes_to_state(p.read_bytes(), str(p))
+
+    def _write(self, p: Path, config: Any, result: Any) -> Any:
+        if self.fmt == "json":
+            atomic_write_json(p, {"config": jsonable(config), "result": jsonable(result)})
+            return jsonable(result)
+        atomic_write_bytes(p, state_to_bytes(result, {"config": json.dumps(jsonable(config),
+                                                                             sort_keys=True)}))
+        return result
+
+    def get_or_compute(self, kind: str, config: Any, fn: Callable[[], Any]) -> Any:
+        """The stored result of ``config`` under ``kind``, computing it with ``fn`` once."""
+        p = self.path(kind, config)
+        if p.is_file():
+            try:
+                out = self._read(p)
+                self.hits += 1
+                return out
+            except (json.JSONDecodeError, KeyError, ValueError):
+                log.warning("ignoring unreadable cache entry %s", p)
+        result = fn()
+        self.calls += 1
+        return self._write(p, config, result)

@@ -1,5 +1,17 @@
 """Gradient attacks (one shared loop), losses, ensembles and the attack registry.
 
+Every attack -- the gradient attacks, :class:`SquareAttack` and :class:`RandomSignNoise` --
+follows one protocol: a frozen config with ``eps``, ``norm``, ``bounds``, ``seed`` and
+``name``; ``attack(model, x, y, target=None)`` returns the adversarial inputs and
+``attack.run(model, x, y, target=None, *, generator=None)`` a result with ``x_adv``, drawing
+all randomness from ``generator`` (a ``torch.Generator`` on ``x``'s device; by default one
+seeded with ``seed``). The class attribute ``accepts_generator = True`` declares the
+``generator=`` keyword, so that :mod:`advlab.evaluate` seeds one generator per batch; an
+attack-like object without it is called as ``attack(model, x, y, target=...)``. The input
+checks every attack shares are public in :mod:`advlab.attacks.base`
+(:func:`~advlab.attacks.base.check_inputs`, :func:`~advlab.attacks.base.check_labels`,
+:func:`~advlab.attacks.base.check_labels_range`, :func:`~advlab.attacks.base.probe_model`).
+
 Example:
     >>> import torch
     >>> from advlab.attacks import create_attack, list_attacks

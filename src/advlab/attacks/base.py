@@ -61,10 +61,18 @@ import torch
 from torch import nn
 
 from advlab.attacks.losses import Goal, get_loss
+from advlab.attacks.validation import (
+    check_inputs,
+    check_labels,
+    check_labels_range,
+    check_model_device,
+    probe_model,
+)
 from advlab.threat import Norm, ThreatModel
 
 __all__ = ["Attack", "AttackResult", "NonFiniteGradientError", "NonFiniteGradientWarning",
-           "model_mode", "check_model_device", "clear_compile_cache"]
+           "model_mode", "check_model_device", "clear_compile_cache", "check_inputs",
+           "check_labels", "check_labels_range", "probe_model"]
 
 log = logging.getLogger(__name__)
 
@@ -138,34 +146,6 @@ def model_mode(model: nn.Module, mode: str) -> Iterator[None]:
         for m, flag in saved:
             if m.training != flag:  # write back only what changed (same reason)
                 m.training = flag
-
-
-def check_model_device(model: nn.Module, x: torch.Tensor) -> None:
-    """Raise if the model's parameters/buffers live on another device than ``x``."""
-    # the first parameter and the first buffer (without listing all of them)
-    for t in (next(model.parameters(), None), next(model.buffers(), None)):
-        if t is not None and t.device != x.device:
-            raise ValueError(
-                f"model is on {t.device} but the inputs are on {x.device}; move one of them "
-                f"(advlab never moves your model)")
-
-
-def _check_int_labels(name: str, y: Any, n: int) -> torch.Tensor:
-    if not isinstance(y, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of class indices, got {type(y).__name__}")
-    if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
-        raise TypeError(f"{name} must hold integer class indices, got dtype {y.dtype}")
-    if y.ndim != 1:
-        raise ValueError(f"{name} must be 1-D [N], got shape {tuple(y.shape)}")
-    if y.shape[0] != n:
-        raise ValueError(f"{name} has {y.shape[0]} entries but x has {n} examples")
-    return y.long()
-
-
-def _check_labels_range(name: str, y: torch.Tensor, num_classes: int) -> None:
-    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-        raise ValueError(f"{name} must lie in [0, {num_classes - 1}] for a model with "
-                         f"{num_classes} classes, got values in [{int(y.min())}, {int(y.max())}]")
 
 
 def _l1_norm(g: torch.Tensor) -> torch.Tensor:
@@ -427,6 +407,9 @@ class Attack:
 
     name: ClassVar[str] = "attack"
     alpha_factor: ClassVar[float] = 1.0  # default alpha = alpha_factor * eps / steps
+    #: ``run`` takes ``generator=`` (the protocol every advlab attack follows; see
+    #: :mod:`advlab.attacks`).
+    accepts_generator: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "norm", Norm.parse(self.norm))
@@ -494,10 +477,10 @@ class Attack:
             record: keep the per-step perturbation updates.
             generator: a ``torch.Generator`` on ``x``'s device (overrides ``seed``).
         """
-        x = self._check_inputs(model, x)
-        y = _check_int_labels("y", y, x.shape[0])
+        x = check_inputs(model, x, self.bounds, self.eps)
+        y = check_labels("y", y, x.shape[0])
         if target is not None:
-            target = _check_int_labels("target", target, x.shape[0])
+            target = check_labels("target", target, x.shape[0])
         goal = Goal.TARGETED if target is not None else Goal.UNTARGETED
         labels = (target if target is not None else y).to(x.device)
         checks = {"y": y} if target is None else {"y": y, "target": target}
@@ -510,7 +493,7 @@ class Attack:
 
         layout = _channels_last_params(model) if self.channels_last else contextlib.nullcontext()
         with model_mode(model, self.model_mode), layout:
-            self._probe(model, x, checks)
+            probe_model(model, x, checks)
             oracle = _Oracle(self, model)
             best: AttackResult | None = None
             for _ in range(self.restarts):
@@ -522,52 +505,6 @@ class Attack:
             return best
 
     # -- the loop -----------------------------------------------------------------------
-    def _check_inputs(self, model: nn.Module, x: Any) -> torch.Tensor:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-        if not x.dtype.is_floating_point:
-            raise TypeError(f"x must be a floating-point tensor of pixels, got dtype {x.dtype}")
-        if x.ndim < 2:
-            raise ValueError(f"x must be a batch [N, ...] with at least 2 dimensions, got shape "
-                             f"{tuple(x.shape)}")
-        if x.shape[0] == 0:
-            raise ValueError("x is an empty batch (0 examples)")
-        # one pass: NaN propagates into min and max, +-inf shows in one of them
-        xmin, xmax = (float(v) for v in torch.aminmax(x))
-        if not (math.isfinite(xmin) and math.isfinite(xmax)):
-            bad = int((~torch.isfinite(x)).sum())
-            raise ValueError(f"x contains {bad} NaN or infinite values; expected finite pixels")
-        lo, hi = self.bounds
-        if xmin < lo or xmax > hi:
-            raise ValueError(f"x must lie in the box [{lo}, {hi}], got values in "
-                             f"[{xmin:.6g}, {xmax:.6g}] (normalise inside the model, "
-                             f"not before the attack)")
-        if isinstance(self.eps, torch.Tensor) and self.eps.shape[0] != x.shape[0]:
-            raise ValueError(f"eps has {self.eps.shape[0]} per-example radii but x has "
-                             f"{x.shape[0]} examples")
-        check_model_device(model, x)
-        return x.detach()
-
-    @torch.no_grad()
-    def _probe(self, model: nn.Module, x: torch.Tensor, checks: dict[str, torch.Tensor]) -> None:
-        """Check the model's output and the labels on one example before the real work."""
-        scores = model(x[:1])
-        if not isinstance(scores, torch.Tensor) or scores.ndim != 2 or scores.shape[0] != 1:
-            shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores)
-            raise ValueError(f"model output must be logits of shape [N, C]; for a batch of 1 "
-                             f"expected [1, C], got {shape}")
-        for name, lab in checks.items():
-            _check_labels_range(name, lab, scores.shape[1])
-        s = scores.detach()
-        if s.shape[1] > 1 and (s >= 0).all() and \
-                torch.allclose(s.sum(dim=1), torch.ones_like(s[:, 0]), atol=1e-4):
-            warnings.warn(
-                "model outputs look like probabilities (non-negative rows summing to 1); "
-                "attacks expect logits — return logits or the loss gradient will be "
-                "weak/vanishing", UserWarning, stacklevel=4)
-
     def _gradient(self, model: nn.Module | _Oracle, x_in: torch.Tensor,
                   labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Input gradient of the summed loss (the mean of ``eot_samples`` draws) and the

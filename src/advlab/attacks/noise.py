@@ -29,17 +29,17 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from advlab.attacks.base import Attack, model_mode
-from advlab.attacks.losses import Goal
-from advlab.attacks.square import (
-    SquareResult,
-    _positive_int,
-    _prepare,
-    _random_signs,
-    _ScoreQueries,
-    _validate_common,
-    _view,
+from advlab.attacks._score import (
+    ScoreQueries,
+    batch_view,
+    positive_int,
+    prepare_run,
+    random_signs,
+    validate_config,
 )
+from advlab.attacks.base import model_mode, probe_model
+from advlab.attacks.losses import Goal
+from advlab.attacks.square import SquareResult
 from advlab.threat import Norm, ThreatModel
 
 __all__ = ["RandomSignNoise"]
@@ -76,10 +76,12 @@ class RandomSignNoise:
     model_mode: str = "eval"
 
     name: ClassVar[str] = "random-noise"
+    #: ``run`` takes ``generator=`` (the attack protocol of :mod:`advlab.attacks`).
+    accepts_generator: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        _validate_common(self, (Norm.LINF, Norm.L2, Norm.L1), "random sign noise")
-        _positive_int("trials", self.trials)
+        validate_config(self, (Norm.LINF, Norm.L2, Norm.L1), "random sign noise")
+        positive_int("trials", self.trials)
 
     @property
     def threat(self) -> ThreatModel:
@@ -99,9 +101,9 @@ class RandomSignNoise:
             generator: torch.Generator | None = None) -> SquareResult:
         """Draw up to ``trials`` patterns per example; returns a
         :class:`~advlab.attacks.square.SquareResult` (``queries`` = draws evaluated)."""
-        x, labels, goal, checks, generator = _prepare(self, model, x, y, target, generator)
+        x, labels, goal, checks, generator = prepare_run(self, model, x, y, target, generator)
         with model_mode(model, self.model_mode):
-            Attack._probe(self, model, x, checks)
+            probe_model(model, x, checks)
             return self._draw(model, x, labels, goal, generator)
 
     def _scale(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
@@ -110,14 +112,14 @@ class RandomSignNoise:
             eps = eps / math.sqrt(d)
         elif self.norm is Norm.L1:
             eps = eps / d
-        return _view(eps, x.ndim)
+        return batch_view(eps, x.ndim)
 
     def _draw(self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor, goal: Goal,
               generator: torch.Generator) -> SquareResult:
         n = x.shape[0]
         tm = self.threat
         scale = self._scale(x, tm.eps_tensor(x))
-        query = _ScoreQueries(model, goal, "margin", self.eot_samples)
+        query = ScoreQueries(model, goal, "margin", self.eot_samples)
         x_best = x.clone()
         margin = torch.full((n,), math.inf, device=x.device, dtype=x.dtype)
         logits = None
@@ -127,7 +129,7 @@ class RandomSignNoise:
             if active.numel() == 0:
                 break
             xa = x[active]
-            signs = _random_signs(tuple(xa.shape), generator, xa)
+            signs = random_signs(tuple(xa.shape), generator, xa)
             cand = ThreatModel(self.norm, tm.eps_tensor(x)[active], self.bounds).project(
                 (xa + signs * scale[active]).clamp(*self.bounds), xa)
             m, _, z = query(cand, labels[active])

@@ -54,18 +54,19 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from advlab._progress import progress as _progress
-from advlab.attacks.base import (
-    _MODES,
-    Attack,
-    AttackResult,
-    _check_int_labels,
-    model_mode,
+from advlab.attacks._score import (
+    ScoreQueries,
+    batch_view,
+    positive_int,
+    prepare_run,
+    random_signs,
+    validate_config,
 )
-from advlab.attacks.losses import Goal, cw_margin
+from advlab.attacks.base import AttackResult, model_mode, probe_model
+from advlab.attacks.losses import Goal
 from advlab.threat import Norm, ThreatModel
 
 __all__ = ["SquareAttack", "SquareResult", "p_schedule", "DEFAULT_P_INIT"]
@@ -112,98 +113,6 @@ class SquareResult(AttackResult):
     queries: torch.Tensor | None = None
     success: torch.Tensor | None = None
     margin: torch.Tensor | None = None
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
-
-
-def _view(v: torch.Tensor, ndim: int) -> torch.Tensor:
-    return v.reshape(v.shape[0], *([1] * (ndim - 1)))
-
-
-class _ScoreQueries:
-    """Margin and objective of a batch, averaged over ``eot_samples`` forward passes.
-
-    Shared by the Square Attack and the random-noise baseline (advlab.attacks.noise).
-    The *remaining margin* is positive while the attack has not succeeded: ``z_y - max_{j!=y}``
-    (untargeted) or ``max_{j!=t} z_j - z_t`` (targeted).
-    """
-
-    def __init__(self, model: nn.Module, goal: Goal, loss: str, eot_samples: int) -> None:
-        self.model = model
-        self.goal = goal
-        self.loss = loss
-        self.eot_samples = eot_samples
-
-    @torch.no_grad()
-    def __call__(self, x: torch.Tensor, labels: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        margin = objective = logits = None
-        for _ in range(self.eot_samples):
-            z = self.model(x).detach()
-            m = cw_margin(z, labels)
-            if self.goal is Goal.UNTARGETED:
-                m = -m
-            if self.loss == "margin":
-                o = m
-            else:
-                ce = F.cross_entropy(z, labels, reduction="none")
-                o = -ce if self.goal is Goal.UNTARGETED else ce
-            if margin is None:
-                margin, objective, logits = m, o, z
-            else:
-                margin, objective, logits = margin + m, objective + o, logits + z
-        k = float(self.eot_samples)
-        if self.eot_samples > 1:
-            margin, objective, logits = margin / k, objective / k, logits / k
-        return margin, objective, logits
-
-
-def _validate_common(obj: Any, norms: tuple[Norm, ...], what: str) -> ThreatModel:
-    """Validation shared by the score-based attacks (same messages as the gradient attacks)."""
-    object.__setattr__(obj, "norm", Norm.parse(obj.norm))
-    if obj.norm not in norms:
-        allowed = " or ".join(repr(n.value) for n in norms)
-        raise ValueError(f"{what} supports norm {allowed}, got {obj.norm.value!r}")
-    _positive_int("eot_samples", obj.eot_samples)
-    if obj.model_mode not in _MODES:
-        raise ValueError(f"model_mode must be one of {_MODES}, got {obj.model_mode!r}")
-    tm = ThreatModel(obj.norm, obj.eps, obj.bounds)  # validates eps and bounds
-    object.__setattr__(obj, "eps", tm.eps)
-    object.__setattr__(obj, "bounds", tm.bounds)
-    if obj.seed is not None and (isinstance(obj.seed, bool) or not isinstance(obj.seed, int)):
-        raise ValueError(f"seed must be an int or None, got {obj.seed!r}")
-    return tm
-
-
-def _prepare(obj: Any, model: nn.Module, x: Any, y: Any, target: Any,
-             generator: torch.Generator | None):
-    """Input checks of the gradient attacks (reused from :class:`Attack`), goal, labels,
-    local generator."""
-    # Attack._check_inputs only reads ``bounds`` and ``eps``: the same messages for every attack.
-    x = Attack._check_inputs(obj, model, x)
-    y = _check_int_labels("y", y, x.shape[0])
-    if target is not None:
-        target = _check_int_labels("target", target, x.shape[0])
-    goal = Goal.TARGETED if target is not None else Goal.UNTARGETED
-    labels = (target if target is not None else y).to(x.device)
-    checks = {"y": y} if target is None else {"y": y, "target": target}
-    if generator is None:
-        generator = torch.Generator(device=x.device)
-        if obj.seed is None:
-            generator.seed()
-        else:
-            generator.manual_seed(obj.seed)
-    return x, labels, goal, checks, generator
-
-
-def _random_signs(shape: tuple[int, ...], generator: torch.Generator, like: torch.Tensor
-                  ) -> torch.Tensor:
-    bits = torch.randint(0, 2, shape, generator=generator, device=like.device)
-    return bits.to(like.dtype) * 2 - 1
 
 
 def _pyramid(rows: int, cols: int) -> torch.Tensor:
@@ -297,10 +206,12 @@ class SquareAttack:
     model_mode: str = "eval"
 
     name: ClassVar[str] = "square"
+    #: ``run`` takes ``generator=`` (the attack protocol of :mod:`advlab.attacks`).
+    accepts_generator: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        tm = _validate_common(self, (Norm.LINF, Norm.L2), "the Square Attack")
-        _positive_int("n_queries", self.n_queries)
+        tm = validate_config(self, (Norm.LINF, Norm.L2), "the Square Attack")
+        positive_int("n_queries", self.n_queries)
         if self.p_init is not None:
             p = self.p_init
             if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 1:
@@ -347,12 +258,12 @@ class SquareAttack:
             generator: a ``torch.Generator`` on ``x``'s device (overrides ``seed``).
             progress: show a progress bar over the queries.
         """
-        x, labels, goal, checks, generator = _prepare(self, model, x, y, target, generator)
+        x, labels, goal, checks, generator = prepare_run(self, model, x, y, target, generator)
         if x.ndim != 4 or x.shape[-1] < 2 or x.shape[-2] < 2:
             raise ValueError(f"the Square Attack needs image batches [N, C, H, W] with H, W >= 2, "
                              f"got shape {tuple(x.shape)}")
         with model_mode(model, self.model_mode):
-            Attack._probe(self, model, x, checks)
+            probe_model(model, x, checks)
             return self._search(model, x, labels, goal, generator, progress)
 
     # -- the random search --------------------------------------------------------------
@@ -361,7 +272,7 @@ class SquareAttack:
         n = x.shape[0]
         tm = self.threat
         eps = tm.eps_tensor(x)
-        query = _ScoreQueries(model, goal, self.loss, self.eot_samples)
+        query = ScoreQueries(model, goal, self.loss, self.eot_samples)
 
         # clean check: examples already fooled are returned unchanged
         margin, best_obj, best_logits = query(x, labels)
@@ -420,7 +331,7 @@ class SquareAttack:
                    generator: torch.Generator) -> torch.Tensor:
         """Vertical stripes: one random sign per (example, channel, column)."""
         m, c, _, w = x.shape
-        stripes = _random_signs((m, c, 1, w), generator, x) * _view(eps, 4)
+        stripes = random_signs((m, c, 1, w), generator, x) * batch_view(eps, 4)
         return (x + stripes).clamp(*self.bounds)
 
     def _propose_linf(self, x: torch.Tensor, x_best: torch.Tensor, eps: torch.Tensor,
@@ -430,8 +341,8 @@ class SquareAttack:
         r, col = self._corners(m, s, h, w, generator, x.device)
         mask = _window_mask(r, col, s, h, w)
         delta = x_best - x
-        e = _view(eps, 4)
-        signs = _random_signs((m, c, 1, 1), generator, x)
+        e = batch_view(eps, 4)
+        signs = random_signs((m, c, 1, 1), generator, x)
         cand = (x + torch.where(mask, signs * e, delta)).clamp(*self.bounds)
         redo = torch.arange(m, device=x.device)
         for _ in range(_MAX_REDRAWS):
@@ -440,7 +351,7 @@ class SquareAttack:
             redo = redo[same.flatten(1).all(dim=1)]
             if redo.numel() == 0:
                 break
-            fresh = _random_signs((redo.numel(), c, 1, 1), generator, x) * e[redo]
+            fresh = random_signs((redo.numel(), c, 1, 1), generator, x) * e[redo]
             cand[redo] = (x[redo] + torch.where(mask[redo], fresh, delta[redo])
                           ).clamp(*self.bounds)
         return cand
@@ -457,7 +368,7 @@ class SquareAttack:
         delta = torch.zeros_like(x)
         for i in range(n_r):
             for j in range(n_c):
-                signs = _random_signs((m, c, 1, 1), generator, x)
+                signs = random_signs((m, c, 1, 1), generator, x)
                 rs, cs = r0 + i * t, c0 + j * t
                 delta[:, :, rs:rs + t, cs:cs + t] += bump * signs
         return self._to_sphere(x, delta, eps)
@@ -465,10 +376,10 @@ class SquareAttack:
     def _to_sphere(self, x: torch.Tensor, delta: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """``clip(x + eps * delta / ||delta||)``, shrunk toward ``x`` if rounding overshoots."""
         norms = delta.flatten(1).norm(dim=1).clamp_min(_TINY)
-        out = (x + delta * _view(eps / norms, 4)).clamp(*self.bounds)
+        out = (x + delta * batch_view(eps / norms, 4)).clamp(*self.bounds)
         dist = (out - x).flatten(1).norm(dim=1)
         shrink = torch.where(dist > eps, eps / dist.clamp_min(_TINY), torch.ones_like(dist))
-        return x + (out - x) * _view(shrink, 4)
+        return x + (out - x) * batch_view(shrink, 4)
 
     def _propose_l2(self, x: torch.Tensor, x_best: torch.Tensor, eps: torch.Tensor,
                     p: float, generator: torch.Generator) -> torch.Tensor:
@@ -490,7 +401,7 @@ class SquareAttack:
         bump = l2_bump(s).to(x)
         flip = torch.rand((m,), generator=generator, device=x.device) < 0.5
         bumps = torch.where(flip[:, None, None], bump.t()[None], bump[None])  # [m, s, s]
-        signs = _random_signs((m, c, 1, 1), generator, x)
+        signs = random_signs((m, c, 1, 1), generator, x)
         new = bumps[:, None] * signs + old / (norm_old[..., None, None] + 1e-10)
         budget = ((eps**2 - norm_img**2).clamp_min(0)[:, None] / c + norm_union**2).sqrt()
         new = new / new.flatten(2).norm(dim=2).clamp_min(_TINY)[..., None, None] \

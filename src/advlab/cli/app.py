@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -26,8 +27,13 @@ from advlab.cli.options import (
     add_common,
     attack_from_args,
     attack_json,
+    check_data_root,
+    check_out_dir,
     load_model,
     parse_kv,
+    resolve_device,
+    show_progress,
+    torchrun_env,
 )
 
 __all__ = ["main", "build_parser"]
@@ -67,7 +73,7 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"{100 * row['train_acc']:.2f}%  test {100 * row['test_acc']:.2f}%  "
               f"{row['seconds']:.1f}s  {row['images_per_s']:.0f} img/s", flush=True)
 
-    res = fit(cfg, out, resume=args.resume, progress=not args.no_progress, on_epoch=show)
+    res = fit(cfg, out, resume=args.resume, progress=show_progress(args), on_epoch=show)
     print(f"checkpoint: {res.checkpoint}  (test accuracy "
           f"{100 * res.metrics[-1]['test_acc']:.2f}%, {time.perf_counter() - t0:.1f}s)")
     return 0
@@ -86,7 +92,17 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             kw[k] = v
     cfg = FinetuneConfig(seed=args.seed, device=args.device, data_root=args.data_root, **kw)
     out = Path(args.out) if args.out else Path(str(Path(args.checkpoint)) + f"-ft-{atk.name}")
-    res = finetune_adversarial(args.checkpoint, atk, cfg, out, progress=not args.no_progress)
+    res = finetune_adversarial(args.checkpoint, atk, cfg, out, progress=show_progress(args))
+    from advlab.report.figures import line_plot
+    from advlab.train.checkpoint import read_card
+
+    curves = res.metrics
+    eps = f"{atk.eps:g}" if isinstance(atk.eps, float) else "per-example"
+    line_plot([r["epoch"] for r in curves],
+              {"clean": [100 * r["clean_acc"] for r in curves],
+               f"adversarial ({atk.name}, eps={eps})": [100 * r["adv_acc"] for r in curves]},
+              out / "curves.png", title=f"Adversarial fine-tuning of {read_card(out)['model']}",
+              xlabel="epoch", ylabel="test accuracy (%)")
     for r in res.metrics:
         print(f"epoch {r['epoch']:3d}  clean {100 * r['clean_acc']:.2f}%  "
               f"{atk.name} {100 * r['adv_acc']:.2f}%")
@@ -96,18 +112,17 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 def cmd_attack(args: argparse.Namespace) -> int:
 
-    from advlab._io import atomic_write_bytes, atomic_write_json
+    from advlab._io import atomic_write_bytes, atomic_write_json, state_to_bytes
     from advlab.evaluate import evaluate_attack, predict, random_targets
     from advlab.report.figures import image_grid
     from advlab.train import load_split
-    from advlab.train.checkpoint import state_to_bytes
 
     atk = attack_from_args(args)
     model, name, _ = load_model(args.model, args.device, args.model_arg)
     x, y = load_split("test", args.n, args.data_root, args.device)
     targets = random_targets(args.seed) if args.targeted else None
     res = evaluate_attack(model, atk, (x, y), targets=targets, batch_size=args.batch_size,
-                          keep_per_example=True, progress=not args.no_progress)
+                          keep_per_example=True, progress=show_progress(args))
     print(f"model {name}  attack {atk.name} ({atk.norm.value}, eps={args.eps})  n={res.n}")
     print(f"clean accuracy       {100 * res.clean_accuracy:6.2f} %")
     print(f"adversarial accuracy {100 * res.robust_accuracy:6.2f} %")
@@ -212,6 +227,14 @@ def main(argv: list[str] | None = None) -> int:
         ap.print_help()
         return 0
     try:
+        # the options every command shares, checked before any work
+        if getattr(args, "device", None) is not None:
+            resolve_device(args.device, torchrun_env())
+        if getattr(args, "out", None) is not None:
+            check_out_dir(Path(args.out))
+        if hasattr(args, "data_root") and (args.data_root is not None
+                                           or os.environ.get("ADVLAB_DATA")):
+            check_data_root(args.data_root)
         return int(args.func(args) or 0)
     except (ValueError, TypeError, FileNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)

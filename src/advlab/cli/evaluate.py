@@ -45,6 +45,7 @@ from advlab.cli.options import (
     load_model,
     parse_kv,
     resolve_device,
+    show_progress,
     torchrun_env,
 )
 
@@ -270,7 +271,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             targets = random_targets(args.seed) if args.targeted else None
             res = sharded_evaluate_attack(model, attack, x, y, targets=targets, device=dev,
                                           batch_size=args.batch_size,
-                                          progress=not args.no_progress)
+                                          progress=show_progress(args))
             if res is None:  # not rank 0: the shard is done and handed over
                 continue
             rows.append(_row(kind, eps, attack, res))

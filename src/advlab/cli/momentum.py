@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from advlab.cli.options import parse_eps
+from advlab.cli.options import add_progress_options, parse_budget, show_progress
 from advlab.experiments.momentum import (
     MNIST_EPS,
     SUITES,
@@ -19,14 +19,6 @@ from advlab.experiments.momentum import (
 from advlab.report import Table
 
 __all__ = ["add_arguments", "config_from_args", "main_momentum"]
-
-
-def _eps_value(text: str) -> float:
-    """``0.2`` or ``16/255``, in (0, 1] (the command line's eps parser, then the range)."""
-    v = parse_eps(text)
-    if not 0 < v <= 1:
-        raise argparse.ArgumentTypeError(f"eps must be in (0, 1] (pixels in [0, 1]), got {v}")
-    return v
 
 
 def _threads_value(text: str) -> int | str:
@@ -61,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         parser.set_defaults(profile="quick")
     _add(parser, "--suite", choices=SUITES, default="mnist",
          help="mnist (zoo models, trained and cached) or imagenet (timm models)")
-    _add(parser, "--eps", type=_eps_value, default=None,
+    _add(parser, "--eps", type=parse_budget, default=None,
          help=f"L-inf budget in [0, 1] pixel units, e.g. 0.2 or 16/255 (default: "
               f"{MNIST_EPS} on MNIST, 16/255 on ImageNet)")
     _add(parser, "--out", default=None, metavar="DIR",
@@ -86,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
               "machine is oversubscribed, where OpenMP threads spin against each other)")
     _add(parser, "--device", default="cpu", help="torch device (default cpu)")
     _add(parser, "--seed", type=int, default=0, help="seed (default 0)")
-    _add(parser, "--no-progress", action="store_true", help="hide the progress bar")
+    add_progress_options(parser)
     return parser
 
 
@@ -118,7 +110,7 @@ def main_momentum(args: argparse.Namespace) -> int:
         Path("runs") / f"momentum-{cfg.suite}-{cfg.profile}"
     t0 = time.perf_counter()
     res = run_momentum(cfg, out, cache_dir=getattr(args, "cache", None),
-                       progress=not getattr(args, "no_progress", False),
+                       progress=show_progress(args),
                        threads=getattr(args, "threads", "auto"))
     if res is None:  # another rank of a torchrun job: rank 0 prints and writes
         return 0

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,17 @@ def parse_eps_list(text: str) -> list[float]:
     return [parse_eps(t.strip()) for t in text.split(",")]
 
 
+def parse_budget(text: str) -> float:
+    """An eps for an experiment on [0, 1] pixels: parsed like :func:`parse_eps`, then
+    :func:`advlab._check.pixel_budget` (in (0, 1])."""
+    from advlab._check import pixel_budget
+
+    try:
+        return pixel_budget("eps", parse_eps(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def add_attack_options(p: argparse.ArgumentParser, default_attack: str = "fgsm",
                         default_eps: float | None = 0.35, *, multi: bool = False) -> None:
     """The attack options. ``multi=True``: ``--attack`` and ``--eps`` take comma lists and
@@ -79,7 +91,7 @@ def add_attack_options(p: argparse.ArgumentParser, default_attack: str = "fgsm",
         g.add_argument("--attack", default=default_attack,
                        help="attack name: fgsm, ifgsm (bim), pgd, mifgsm, nifgsm "
                             f"(default {default_attack})")
-        g.add_argument("--eps", type=float, default=default_eps,
+        g.add_argument("--eps", type=parse_eps, default=default_eps,
                        help=f"perturbation budget in [0,1] pixel units (default {default_eps})")
     g.add_argument("--norm", default="linf", choices=["linf", "l2", "l1"])
     g.add_argument("--steps", type=int, default=None, help="iterations T (attack default)")
@@ -123,8 +135,29 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", default=None, help="folder with the MNIST IDX files "
                    "(default: $ADVLAB_DATA, then the copy bundled with advlab)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_progress_options(p)
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
+
+
+def add_progress_options(p: argparse.ArgumentParser) -> None:
+    """``--progress`` / ``--no-progress`` (default: bars only when stderr is a terminal)."""
+    if "--progress" in p._option_string_actions:
+        return
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--progress", action="store_true",
+                   help="show progress bars even when stderr is not a terminal")
+    g.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars on? ``--progress`` forces them, ``--no-progress`` hides them, and by
+    default they are drawn only when stderr is a terminal, so that the log of a redirected
+    run does not fill with bar redraws."""
+    if getattr(args, "progress", False):
+        return True
+    if getattr(args, "no_progress", False):
+        return False
+    return sys.stderr.isatty()
 
 
 def load_model(spec: str, device: str, model_args: list[tuple[str, Any]] | None = None):
@@ -156,7 +189,7 @@ def attack_json(atk) -> dict[str, Any]:
 def check_out_dir(out: Path) -> None:
     """Fail before any work if ``out`` cannot become a directory we can write into."""
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {str(out)!r} exists and is not a directory")
+        raise ValueError(f"--out {str(out)!r} is an existing file: --out must be a directory")
     existing = out
     while not existing.exists():
         existing = existing.parent
@@ -192,3 +225,18 @@ def resolve_device(spec: str, distributed: bool) -> Any:
     return dev
 
 
+def check_data_root(root: str | None) -> None:
+    """Fail before any work if the MNIST folder named by ``--data-root`` (or
+    ``$ADVLAB_DATA``) does not hold the MNIST files: a folder the user names is never
+    silently replaced by the bundled copy."""
+    from advlab.data.mnist import MNISTNotFoundError, locate_mnist
+
+    try:
+        locate_mnist("test", root=root)
+    except MNISTNotFoundError:
+        where = f"--data-root {root!r}" if root is not None else \
+            f"$ADVLAB_DATA={os.environ.get('ADVLAB_DATA')!r}"
+        raise FileNotFoundError(
+            f"{where} holds no MNIST: looked for t10k-images-idx3-ubyte[.gz] in the folder, "
+            f"its mnist/ and its MNIST/raw/ (unset it to use the copy bundled with advlab)"
+        ) from None

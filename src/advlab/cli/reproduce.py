@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from advlab.cli import momentum
-from advlab.cli.options import load_model, parse_kv, resolve_device
+from advlab.cli.options import load_model, parse_budget, parse_kv, resolve_device, show_progress
 
 __all__ = ["add_commands"]
 
@@ -40,7 +40,8 @@ def add_commands(sub: Any, add_attack_options: Callable, add_common: Callable) -
     p.add_argument("--cache", default=None,
                    help="cache of checkpoints and results (default $ADVLAB_CACHE or "
                         "~/.cache/advlab)")
-    p.add_argument("--eps", type=float, default=None, help="FGSM eps (default 0.35)")
+    p.add_argument("--eps", type=parse_budget, default=None,
+                   help="FGSM eps in (0, 1], e.g. 0.35 or 90/255 (default 0.35)")
     p.add_argument("--eot", type=int, default=None, help="EOT samples of the sound protocol")
     p.add_argument("--models", nargs="+", default=None,
                    help="subset of the 8 models (default: all 8; --quick leaves out the two "
@@ -62,7 +63,8 @@ def add_commands(sub: Any, add_attack_options: Callable, add_common: Callable) -
                                    "print each flag with its evidence. Exit code 1 when the "
                                    "evaluation cannot be trusted.")
     p.add_argument("model", help="checkpoint directory or registry name")
-    p.add_argument("--eps", type=float, default=0.3, help="Linf eps (default 0.3)")
+    p.add_argument("--eps", type=parse_budget, default=0.3,
+                   help="Linf eps in (0, 1], e.g. 0.3 or 8/255 (default 0.3)")
     p.add_argument("--n", type=int, default=200, help="test images (default 200)")
     p.add_argument("--eot", type=int, default=8, help="EOT samples for randomised models")
     p.add_argument("--quick", action="store_true", help="fewer steps/queries")
@@ -125,7 +127,7 @@ def _reproduce_vonenet(args: argparse.Namespace) -> int:
     profile = "quick" if args.quick else "standard" if args.standard else "full"
     cfg = VoneNetConfig.preset(profile, **over)
     t0 = time.perf_counter()
-    res = run_vonenet(cfg, args.out, cache_dir=args.cache, progress=not args.no_progress,
+    res = run_vonenet(cfg, args.out, cache_dir=args.cache, progress=show_progress(args),
                       audit=not args.no_audit)
     if res is None:  # another rank of a torchrun job: its share is in the cache
         return 0

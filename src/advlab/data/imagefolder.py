@@ -52,8 +52,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from advlab.models.imagenet import INSTALL_HINT, NIPS17_CLASSES
-
 __all__ = [
     "CSV_NAMES",
     "IMAGE_EXTENSIONS",
@@ -65,6 +63,11 @@ __all__ = [
     "load_nips17",
     "read_nips17_csv",
 ]
+
+#: the install command printed when Pillow is missing.
+INSTALL_HINT = "pip install 'advlab[imagenet]'"
+#: the label space of the NIPS 2017 data set: 0 = background, 1..1000 = ImageNet (1 = tench).
+NIPS17_CLASSES = 1001
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,10 @@ http://yann.lecun.com/exdb/mnist/, license CC BY-SA 3.0) ships inside this packa
 1. the ``root`` argument (the folder itself, then ``root/mnist``, then ``root/MNIST/raw``, the
    torchvision layout);
 2. the folder named by the ``ADVLAB_DATA`` environment variable (same three sub-paths);
-3. the copy bundled in the package (``advlab/_data/mnist``);
-4. the download cache (``$XDG_CACHE_HOME/advlab/mnist``, by default ``~/.cache/advlab/mnist``).
+3. only when neither 1 nor 2 is given: the copy bundled in the package
+   (``advlab/_data/mnist``), then the download cache (``$XDG_CACHE_HOME/advlab/mnist``, by
+   default ``~/.cache/advlab/mnist``). A folder you name must hold the files: advlab never
+   falls back silently from it to another copy.
 
 In each folder a raw file (``train-images-idx3-ubyte``) is preferred over its gzip
 (``train-images-idx3-ubyte.gz``). The MD5 of the *decompressed* bytes is checked against
@@ -275,6 +277,8 @@ def search_dirs(root: str | os.PathLike[str] | None = None) -> list[Path]:
     env = os.environ.get(ENV_VAR)
     if env:
         dirs += _expand(Path(env).expanduser())
+    if dirs:  # a folder named explicitly must hold the files: no silent fallback
+        return list(dict.fromkeys(dirs))
     bundled = _bundled_dir()
     if bundled is not None:
         dirs.append(bundled)

@@ -34,7 +34,6 @@ Example:
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
@@ -184,20 +183,12 @@ def batch_seed(seed: int, offset: int) -> int:
 
 
 def _batch_generator(attack: Any, offset: int, device: torch.device) -> torch.Generator | None:
+    """The batch's generator, for an attack whose ``run`` takes ``generator=`` (the attack
+    protocol of :mod:`advlab.attacks`: ``accepts_generator = True``) and has a seed."""
     seed = getattr(attack, "seed", None)
-    if seed is None or not _takes_generator(attack):
+    if seed is None or not getattr(attack, "accepts_generator", False):
         return None
     return torch.Generator(device=device).manual_seed(batch_seed(seed, offset))
-
-
-def _takes_generator(attack: Any) -> bool:
-    run = getattr(attack, "run", None)
-    if run is None:
-        return False
-    try:
-        return "generator" in inspect.signature(run).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def _run_attack(attack: Any, model: nn.Module, x: torch.Tensor, labels: torch.Tensor,

@@ -1,15 +1,8 @@
-"""Reproduced documents, one module each, behind a registry.
+"""Reproduced documents, one package each.
 
-``EXPERIMENTS`` maps a name to the dotted path of its module; each module has a frozen
-config dataclass with ``quick`` / ``full`` presets and a ``run_*`` function that returns
-data and writes its report.
+* ``momentum``: Dong et al., CVPR 2018 (momentum attacks) on an MNIST zoo or timm models;
+* ``vonenet``: the VOneNet-FGSM student report on MNIST, then a sound evaluation.
+
+Each has a frozen config with profiles and a ``run_*`` function that returns data and writes
+its report; ``advlab reproduce NAME`` is their command line.
 """
-
-from __future__ import annotations
-
-EXPERIMENTS: dict[str, str] = {
-    "vonenet-fgsm": "advlab.experiments.vonenet",
-    "momentum": "advlab.experiments.momentum",
-}
-
-__all__ = ["EXPERIMENTS"]

@@ -28,18 +28,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from advlab._check import positive_int
 from advlab.models.registry import register
 
 __all__ = ["MNISTAlexNet", "MNISTBasicCNN", "MNISTConvNet", "MNISTMLP", "IMAGE_SIZE"]
 
 IMAGE_SIZE = 28
 REPORT = "Kim & Ahn, 'VOneNet-FGSM' student report (2021), MNIST models"
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 class MNISTAlexNet(nn.Module):
@@ -60,8 +55,8 @@ class MNISTAlexNet(nn.Module):
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10) -> None:
         super().__init__()
-        in_channels = _positive_int("in_channels", in_channels)
-        num_classes = _positive_int("num_classes", num_classes)
+        in_channels = positive_int("in_channels", in_channels)
+        num_classes = positive_int("num_classes", num_classes)
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, 192, kernel_size=5, stride=2, padding=2),
             nn.ReLU(),
@@ -105,8 +100,8 @@ class MNISTConvNet(nn.Module):
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10) -> None:
         super().__init__()
-        in_channels = _positive_int("in_channels", in_channels)
-        num_classes = _positive_int("num_classes", num_classes)
+        in_channels = positive_int("in_channels", in_channels)
+        num_classes = positive_int("num_classes", num_classes)
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, 32, kernel_size=3, padding=1),
             nn.ReLU(),
@@ -141,8 +136,8 @@ class MNISTBasicCNN(nn.Module):
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10) -> None:
         super().__init__()
-        in_channels = _positive_int("in_channels", in_channels)
-        num_classes = _positive_int("num_classes", num_classes)
+        in_channels = positive_int("in_channels", in_channels)
+        num_classes = positive_int("num_classes", num_classes)
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, 32, kernel_size=3, padding=1),
             nn.ReLU(),
@@ -171,9 +166,9 @@ class MNISTMLP(nn.Module):
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, hidden: int = 784) -> None:
         super().__init__()
-        in_channels = _positive_int("in_channels", in_channels)
-        num_classes = _positive_int("num_classes", num_classes)
-        hidden = _positive_int("hidden", hidden)
+        in_channels = positive_int("in_channels", in_channels)
+        num_classes = positive_int("num_classes", num_classes)
+        hidden = positive_int("hidden", hidden)
         self.fc1 = nn.Linear(in_channels * IMAGE_SIZE * IMAGE_SIZE, hidden)
         self.fc2 = nn.Linear(hidden, num_classes)
 

@@ -52,7 +52,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import time
 from collections.abc import Callable
@@ -64,12 +63,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advlab._check import pixel_budget, positive_number
 from advlab._progress import progress as _progress
 from advlab.attacks.presets import FGSM
 from advlab.train.checkpoint import load_checkpoint, read_card, save_checkpoint
 from advlab.train.core import (
     RESUME,
     TrainResult,
+    check_training_fields,
     epoch_seed,
     evaluate_accuracy,
     load_split,
@@ -80,21 +81,13 @@ from advlab.train.core import (
     write_resume,
 )
 
-__all__ = ["AdvTrainConfig", "adv_train", "ensure_advtrained", "SCHEDULES", "METHOD"]
+__all__ = ["AdvTrainConfig", "adv_train", "SCHEDULES", "METHOD"]
 
 log = logging.getLogger(__name__)
 
 SCHEDULES = ("rotate", "random")
 METHOD = "ensemble adversarial training (Tramer et al., ICLR 2018)"
 SELF = "self"
-
-
-def _positive_int(name: str, value: Any, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1{' or None' if allow_none else ''}, "
-                         f"got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -136,23 +129,16 @@ class AdvTrainConfig:
     data_root: str | None = None
 
     def __post_init__(self) -> None:
-        from advlab.models import list_models
-
-        if self.model not in list_models():
-            raise ValueError(f"unknown model {self.model!r}; expected one of {list_models()}")
+        check_training_fields(self)
         if isinstance(self.static, (str, os.PathLike)):
             raise TypeError(f"static must be a sequence of checkpoint paths, got the single "
                             f"path {self.static!r}; write static=({str(self.static)!r},)")
         static = tuple(str(p) for p in self.static)
         object.__setattr__(self, "static", static)
-        if not isinstance(self.eps, (int, float)) or isinstance(self.eps, bool) \
-                or not (0 < self.eps <= 1) or math.isnan(self.eps):
-            raise ValueError(f"eps must be in (0, 1] (pixels in [0, 1]), got {self.eps!r}")
+        pixel_budget("eps", self.eps)
         if not isinstance(self.adv_fraction, (int, float)) or not (0 < self.adv_fraction <= 1):
             raise ValueError(f"adv_fraction must be in (0, 1], got {self.adv_fraction!r}")
-        if not isinstance(self.adv_weight, (int, float)) or not (self.adv_weight > 0) \
-                or not math.isfinite(self.adv_weight):
-            raise ValueError(f"adv_weight must be a finite number > 0, got {self.adv_weight!r}")
+        positive_number("adv_weight", self.adv_weight)
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.labels not in ("true", "pred"):
@@ -160,13 +146,6 @@ class AdvTrainConfig:
         if not self.include_self and not static:
             raise ValueError("no source of adversarial examples: give static checkpoints or "
                              "set include_self=True")
-        _positive_int("epochs", self.epochs)
-        _positive_int("batch_size", self.batch_size)
-        _positive_int("eval_batch_size", self.eval_batch_size)
-        _positive_int("train_size", self.train_size, allow_none=True)
-        _positive_int("test_size", self.test_size, allow_none=True)
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
 
     @property
     def sources(self) -> list[str]:
@@ -349,23 +328,3 @@ def adv_train(cfg: AdvTrainConfig, out_dir: str | os.PathLike[str], *, resume: b
         })
         done_now += 1
     return TrainResult(checkpoint=out, metrics=metrics, resumed_from=start)
-
-
-def ensure_advtrained(cfg: AdvTrainConfig, cache_dir: str | os.PathLike[str], *,
-                      progress: bool = True) -> Path:
-    """Checkpoint directory of ``cfg`` under ``cache_dir/checkpoints``, training it only if no
-    complete checkpoint with the same identity (static weights included) is cached; a killed
-    training resumes from its last epoch."""
-    from advlab.experiments.common import config_hash
-
-    key = config_hash(cfg.identity(), cfg.epochs)
-    out = Path(cache_dir) / "checkpoints" / f"advtrain-{cfg.model}-{key}"
-    try:
-        card = read_card(out)
-        if card.get("epochs_completed") == cfg.epochs:
-            log.info("reusing cached checkpoint %s", out)
-            return out
-    except ValueError:
-        pass
-    adv_train(cfg, out, resume=True, progress=progress)
-    return out

@@ -32,10 +32,9 @@ import torch
 from torch import nn
 
 import advlab
-from advlab._io import atomic_write_bytes, atomic_write_json
+from advlab._io import atomic_write_bytes, atomic_write_json, bytes_to_state, state_to_bytes
 
-__all__ = ["save_checkpoint", "load_checkpoint", "read_card", "CheckpointError",
-           "state_to_bytes", "bytes_to_state"]
+__all__ = ["save_checkpoint", "load_checkpoint", "read_card", "CheckpointError"]
 
 WEIGHTS = "model.safetensors"
 CARD = "card.json"
@@ -43,25 +42,6 @@ CARD = "card.json"
 
 class CheckpointError(ValueError):
     """The path is not a valid advlab checkpoint."""
-
-
-def state_to_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
-                   ) -> bytes:
-    from safetensors.torch import save
-
-    clean = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    return save(clean, metadata=metadata)
-
-
-def bytes_to_state(data: bytes, where: str) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
-    try:
-        return load(data)
-    except (SafetensorError, Exception) as e:  # noqa: BLE001 - any parse failure is a refusal
-        raise CheckpointError(f"{where} is not a valid safetensors file ({e}); advlab never "
-                              f"unpickles checkpoints") from None
 
 
 def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, name: str,
@@ -133,7 +113,7 @@ def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "
     if card.get("weights_sha256") and card["weights_sha256"] != digest:
         raise CheckpointError(f"{wpath} does not match its card: sha256 {digest}, card says "
                               f"{card['weights_sha256']}")
-    state = bytes_to_state(data, str(wpath))
+    state = bytes_to_state(data, str(wpath), CheckpointError)
     model = create(card["model"], **{**card.get("model_kwargs", {}), **(overrides or {})})
     model.load_state_dict(state, strict=True)
     return model.to(device).eval(), card

@@ -34,16 +34,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advlab._io import atomic_write_bytes, atomic_write_text
+from advlab._check import positive_int, positive_number
+from advlab._io import atomic_write_bytes, atomic_write_text, bytes_to_state, state_to_bytes
 from advlab._progress import progress as _progress
 from advlab.attacks.base import Attack
 from advlab.train.checkpoint import (
     CheckpointError,
-    bytes_to_state,
     load_checkpoint,
     read_card,
     save_checkpoint,
-    state_to_bytes,
 )
 
 __all__ = ["TrainConfig", "FinetuneConfig", "TrainResult", "fit", "finetune_adversarial",
@@ -75,12 +74,20 @@ def quick_profile(model: str, **model_kwargs: Any) -> dict[str, Any]:
             "test_size": info.quick_test_size}
 
 
-def _check_positive_int(name: str, value: Any, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1{' or None' if allow_none else ''}, "
-                         f"got {value!r}")
+def check_training_fields(cfg: Any) -> None:
+    """The checks every training config shares (:class:`TrainConfig` and
+    :class:`~advlab.train.advtrain.AdvTrainConfig`): a registered model, integer sizes >= 1,
+    a learning rate > 0."""
+    from advlab.models import list_models
+
+    if cfg.model not in list_models():
+        raise ValueError(f"unknown model {cfg.model!r}; expected one of {list_models()}")
+    positive_int("epochs", cfg.epochs)
+    positive_int("batch_size", cfg.batch_size)
+    positive_int("eval_batch_size", cfg.eval_batch_size)
+    positive_int("train_size", cfg.train_size, allow_none=True)
+    positive_int("test_size", cfg.test_size, allow_none=True)
+    positive_number("lr", cfg.lr)
 
 
 @dataclass(frozen=True)
@@ -100,17 +107,7 @@ class TrainConfig:
     data_root: str | None = None
 
     def __post_init__(self) -> None:
-        from advlab.models import list_models
-
-        if self.model not in list_models():
-            raise ValueError(f"unknown model {self.model!r}; expected one of {list_models()}")
-        _check_positive_int("epochs", self.epochs)
-        _check_positive_int("batch_size", self.batch_size)
-        _check_positive_int("eval_batch_size", self.eval_batch_size)
-        _check_positive_int("train_size", self.train_size, allow_none=True)
-        _check_positive_int("test_size", self.test_size, allow_none=True)
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        check_training_fields(self)
 
     def identity(self) -> dict[str, Any]:
         """The fields that must match for a resume (device and epochs may change)."""
@@ -135,12 +132,11 @@ class FinetuneConfig:
     data_root: str | None = None
 
     def __post_init__(self) -> None:
-        _check_positive_int("epochs", self.epochs)
-        _check_positive_int("batch_size", self.batch_size)
-        _check_positive_int("train_size", self.train_size, allow_none=True)
-        _check_positive_int("test_size", self.test_size, allow_none=True)
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        positive_int("epochs", self.epochs)
+        positive_int("batch_size", self.batch_size)
+        positive_int("train_size", self.train_size, allow_none=True)
+        positive_int("test_size", self.test_size, allow_none=True)
+        positive_number("lr", self.lr)
 
 
 @dataclass
@@ -231,7 +227,7 @@ def read_resume(out: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]] | N
         return None
     from safetensors import safe_open
 
-    state = bytes_to_state(p.read_bytes(), str(p))
+    state = bytes_to_state(p.read_bytes(), str(p), CheckpointError)
     with safe_open(str(p), framework="pt") as f:
         meta = f.metadata()
     return state, meta
@@ -337,10 +333,9 @@ def finetune_adversarial(checkpoint: str | os.PathLike[str], attack: Attack,
     Row 0 of the curves is the model before fine-tuning; row ``e`` is after epoch ``e``.
     Each row holds the clean and adversarial test accuracy, the adversarial examples being
     crafted by ``eval_attack`` (default ``attack``) against the current model. The curves
-    are written as ``curves.csv`` and ``curves.png`` and the result as a checkpoint.
+    are returned and written as ``curves.csv``, the model as a checkpoint (``advlab finetune``
+    also draws them as ``curves.png``).
     """
-    from advlab.report.figures import line_plot
-
     card = read_card(checkpoint)
     device = torch.device(cfg.device)
     model, _ = load_checkpoint(checkpoint, device)
@@ -396,12 +391,6 @@ def finetune_adversarial(checkpoint: str | os.PathLike[str], attack: Attack,
     lines = [",".join(header)] + [",".join("" if r[h] is None else f"{r[h]:.6g}"
                                           for h in header) for r in curves]
     atomic_write_text(out / "curves.csv", "\n".join(lines) + "\n")
-    line_plot([r["epoch"] for r in curves],
-              {"clean": [100 * r["clean_acc"] for r in curves],
-               f"adversarial ({eval_attack.name}, eps={_fmt_eps(eval_attack)})":
-                   [100 * r["adv_acc"] for r in curves]},
-              out / "curves.png", title=f"Adversarial fine-tuning of {card['model']}",
-              xlabel="epoch", ylabel="test accuracy (%)")
     save_checkpoint(out, model, card["model"], card.get("model_kwargs", {}), {
         "finetune_config": dataclasses.asdict(cfg), "parent": str(Path(checkpoint)),
         "attack": _attack_dict(attack), "curves": curves, "seed": cfg.seed,
@@ -414,10 +403,6 @@ def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     from advlab.evaluate import predict
 
     return predict(model, x)
-
-
-def _fmt_eps(attack: Attack) -> str:
-    return f"{attack.eps:g}" if isinstance(attack.eps, float) else "per-example"
 
 
 def _attack_dict(attack: Attack) -> dict[str, Any]:
