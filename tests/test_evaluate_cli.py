@@ -15,6 +15,7 @@ import torch
 
 import advlab._io
 import advlab.cli
+import advlab.cli.options
 import advlab.evaluate.distributed
 from advlab.cli import main
 from advlab.cli.evaluate import RESULT_FILES
@@ -110,7 +111,7 @@ def test_bad_arguments_fail_before_any_work(tmp_path, capsys, monkeypatch, extra
     def no_model(*a, **k):
         raise AssertionError("the model was loaded before the arguments were checked")
 
-    monkeypatch.setattr(advlab.cli.evaluate, "load_model", no_model)
+    monkeypatch.setattr(advlab.cli.options, "load_model", no_model)
     out = tmp_path / "out"
     code, err = run_main(["evaluate", "mnist-mlp", "--out", str(out), *extra], capsys)
     assert code == 2

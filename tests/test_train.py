@@ -114,7 +114,7 @@ def test_bad_training_config():
         TrainConfig("resnet")
     with pytest.raises(ValueError, match="epochs must be an integer >= 1, got 0"):
         TrainConfig("mnist-cnn", epochs=0)
-    with pytest.raises(ValueError, match="lr must be > 0, got -1"):
+    with pytest.raises(ValueError, match="lr must be a finite number > 0, got -1"):
         TrainConfig("mnist-cnn", lr=-1)
     with pytest.raises(ValueError, match="train_size must be <= 60000, got 70000"):
         fit(TrainConfig("mnist-cnn", train_size=70000, epochs=1), "/tmp/never", progress=False)
@@ -141,14 +141,17 @@ def test_every_train_flag_reaches_the_config(monkeypatch, tmp_path):
         return TrainResult(checkpoint=Path(out), metrics=[{"test_acc": 1.0}])
 
     monkeypatch.setattr("advlab.train.fit", fake_fit)
+    from advlab.data.mnist import locate_mnist
+
+    data = str(locate_mnist("test")[0].parent)  # a folder that holds MNIST
     rc = cli.main(["train", "mnist-cnn", "--epochs", "3", "--batch-size", "32", "--lr", "0.01",
                    "--train-size", "100", "--test-size", "50", "--model-arg", "num_classes=10",
                    "--out", str(tmp_path / "o"), "--resume", "--device", "cpu", "--seed", "5",
-                   "--data-root", str(tmp_path), "--no-progress"])
+                   "--data-root", data, "--no-progress"])
     assert rc == 0
     c = seen["cfg"]
     assert (c.epochs, c.batch_size, c.lr, c.train_size, c.test_size, c.seed, c.device,
-            c.data_root, c.model_kwargs) == (3, 32, 0.01, 100, 50, 5, "cpu", str(tmp_path),
+            c.data_root, c.model_kwargs) == (3, 32, 0.01, 100, 50, 5, "cpu", data,
                                              {"num_classes": 10})
     assert seen["resume"] and not seen["progress"] and seen["out"] == tmp_path / "o"
 

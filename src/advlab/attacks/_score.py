@@ -17,20 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advlab._check import positive_int
 from advlab.attacks.base import _MODES
 from advlab.attacks.losses import Goal, cw_margin
-from advlab.attacks.validation import check_inputs, check_labels
 from advlab.threat import Norm, ThreatModel
 
-__all__ = ["ScoreQueries", "batch_view", "positive_int", "prepare_run", "random_signs",
+__all__ = ["ScoreQueries", "batch_view", "random_signs",
            "validate_config"]
-
-
-def positive_int(name: str, value: Any) -> int:
-    """``value`` when it is an integer >= 1 (not a bool), else a ``ValueError`` naming it."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
 
 
 def batch_view(v: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -93,28 +86,6 @@ def validate_config(obj: Any, norms: tuple[Norm, ...], what: str) -> ThreatModel
     if obj.seed is not None and (isinstance(obj.seed, bool) or not isinstance(obj.seed, int)):
         raise ValueError(f"seed must be an int or None, got {obj.seed!r}")
     return tm
-
-
-def prepare_run(obj: Any, model: nn.Module, x: Any, y: Any, target: Any,
-                generator: torch.Generator | None):
-    """Input checks of the gradient attacks (:func:`~advlab.attacks.validation.check_inputs`,
-    :func:`~advlab.attacks.validation.check_labels`), goal, labels, the label checks for
-    :func:`~advlab.attacks.validation.probe_model` and the local generator:
-    ``(x, labels, goal, checks, generator)``."""
-    x = check_inputs(model, x, obj.bounds, obj.eps)
-    y = check_labels("y", y, x.shape[0])
-    if target is not None:
-        target = check_labels("target", target, x.shape[0])
-    goal = Goal.TARGETED if target is not None else Goal.UNTARGETED
-    labels = (target if target is not None else y).to(x.device)
-    checks = {"y": y} if target is None else {"y": y, "target": target}
-    if generator is None:
-        generator = torch.Generator(device=x.device)
-        if obj.seed is None:
-            generator.seed()
-        else:
-            generator.manual_seed(obj.seed)
-    return x, labels, goal, checks, generator
 
 
 def random_signs(shape: tuple[int, ...], generator: torch.Generator, like: torch.Tensor

@@ -66,6 +66,7 @@ from advlab.attacks.validation import (
     check_labels,
     check_labels_range,
     check_model_device,
+    prepare_run,
     probe_model,
 )
 from advlab.threat import Norm, ThreatModel
@@ -477,19 +478,7 @@ class Attack:
             record: keep the per-step perturbation updates.
             generator: a ``torch.Generator`` on ``x``'s device (overrides ``seed``).
         """
-        x = check_inputs(model, x, self.bounds, self.eps)
-        y = check_labels("y", y, x.shape[0])
-        if target is not None:
-            target = check_labels("target", target, x.shape[0])
-        goal = Goal.TARGETED if target is not None else Goal.UNTARGETED
-        labels = (target if target is not None else y).to(x.device)
-        checks = {"y": y} if target is None else {"y": y, "target": target}
-        if generator is None:
-            generator = torch.Generator(device=x.device)
-            if self.seed is None:
-                generator.seed()
-            else:
-                generator.manual_seed(self.seed)
+        x, labels, goal, checks, generator = prepare_run(self, model, x, y, target, generator)
 
         layout = _channels_last_params(model) if self.channels_last else contextlib.nullcontext()
         with model_mode(model, self.model_mode), layout:

@@ -29,15 +29,14 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from advlab._check import positive_int
 from advlab.attacks._score import (
     ScoreQueries,
     batch_view,
-    positive_int,
-    prepare_run,
     random_signs,
     validate_config,
 )
-from advlab.attacks.base import model_mode, probe_model
+from advlab.attacks.base import model_mode, prepare_run, probe_model
 from advlab.attacks.losses import Goal
 from advlab.attacks.square import SquareResult
 from advlab.threat import Norm, ThreatModel

@@ -56,16 +56,15 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from advlab._check import positive_int
 from advlab._progress import progress as _progress
 from advlab.attacks._score import (
     ScoreQueries,
     batch_view,
-    positive_int,
-    prepare_run,
     random_signs,
     validate_config,
 )
-from advlab.attacks.base import AttackResult, model_mode, probe_model
+from advlab.attacks.base import AttackResult, model_mode, prepare_run, probe_model
 from advlab.attacks.losses import Goal
 from advlab.threat import Norm, ThreatModel
 

@@ -21,7 +21,10 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["check_inputs", "check_labels", "check_labels_range", "check_model_device",
+from advlab.attacks.losses import Goal
+
+__all__ = ["prepare_run", "check_inputs", "check_labels", "check_labels_range",
+           "check_model_device",
            "probe_model"]
 
 
@@ -120,3 +123,25 @@ def probe_model(model: nn.Module, x: torch.Tensor, checks: dict[str, torch.Tenso
             "model outputs look like probabilities (non-negative rows summing to 1); "
             "attacks expect logits — return logits or the loss gradient will be "
             "weak/vanishing", UserWarning, stacklevel=4)
+
+
+def prepare_run(obj: Any, model: nn.Module, x: Any, y: Any, target: Any,
+                generator: torch.Generator | None):
+    """What every attack does first: check the inputs (:func:`check_inputs`,
+    :func:`check_labels`), then derive the goal, the labels to attack, the label checks for
+    :func:`probe_model` and the local generator (``obj.seed`` unless ``generator`` is given):
+    ``(x, labels, goal, checks, generator)``."""
+    x = check_inputs(model, x, obj.bounds, obj.eps)
+    y = check_labels("y", y, x.shape[0])
+    if target is not None:
+        target = check_labels("target", target, x.shape[0])
+    goal = Goal.TARGETED if target is not None else Goal.UNTARGETED
+    labels = (target if target is not None else y).to(x.device)
+    checks = {"y": y} if target is None else {"y": y, "target": target}
+    if generator is None:
+        generator = torch.Generator(device=x.device)
+        if obj.seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(obj.seed)
+    return x, labels, goal, checks, generator

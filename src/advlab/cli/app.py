@@ -146,6 +146,15 @@ def cmd_attack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_training_options(p: argparse.ArgumentParser, lr_help: str) -> None:
+    """The options ``train`` and ``finetune`` share (each overrides the profile's value)."""
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None, help=lr_help)
+    p.add_argument("--train-size", type=int, default=None, help="first N training images")
+    p.add_argument("--test-size", type=int, default=None, help="first N test images")
+
+
 # -- parser --------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from advlab import __version__
@@ -165,11 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true",
                    help="smoke profile: 2 epochs on a subset (20k images for the plain models, "
                    "fewer for AlexNet and VOne models; under 2 min each)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--train-size", type=int, default=None, help="first N training images")
-    p.add_argument("--test-size", type=int, default=None, help="first N test images")
+    _add_training_options(p, "learning rate (default 1e-3)")
     p.add_argument("--model-arg", type=parse_kv, action="append", metavar="KEY=VALUE",
                    help="model keyword argument (repeatable), e.g. preset=report")
     p.add_argument("--out", default=None, help="checkpoint directory (default runs/MODEL)")
@@ -183,11 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "protocol); writes curves.csv and curves.png.")
     p.add_argument("checkpoint")
     p.add_argument("--quick", action="store_true", help="5k images, 3 epochs, 1k test")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-4)")
-    p.add_argument("--train-size", type=int, default=None)
-    p.add_argument("--test-size", type=int, default=None)
+    _add_training_options(p, "learning rate (default 1e-4)")
     p.add_argument("--out", default=None)
     add_attack_options(p)
     add_common(p)

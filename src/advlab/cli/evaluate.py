@@ -38,16 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from advlab.cli.options import (
-    attack_from_args,
-    attack_json,
-    check_out_dir,
-    load_model,
-    parse_kv,
-    resolve_device,
-    show_progress,
-    torchrun_env,
-)
+from advlab.cli import options
 
 __all__ = ["add_command", "cmd_evaluate", "plan_attacks", "render_results", "RESULT_FILES"]
 
@@ -84,7 +75,7 @@ def add_command(sub: Any, add_attack_options: Callable, add_common: Callable) ->
                    help="examples per batch; the unit dealt to the processes (default 256)")
     p.add_argument("--targeted", action="store_true",
                    help="random wrong-class targets (seeded by --seed; the same for every pair)")
-    p.add_argument("--model-arg", type=parse_kv, action="append", metavar="KEY=VALUE",
+    p.add_argument("--model-arg", type=options.parse_kv, action="append", metavar="KEY=VALUE",
                    help="model keyword argument (repeatable), for registry names")
     add_attack_options(p, default_attack=",".join(DEFAULT_ATTACKS),
                        default_eps=",".join(f"{e:g}" for e in DEFAULT_EPS), multi=True)
@@ -137,7 +128,7 @@ def plan_attacks(args: argparse.Namespace) -> list[tuple[str, float, Any]]:
             ns.attack, ns.eps, ns.attack_seed = name, e, seed
             if kind == "fgsm":
                 ns.steps = None  # single step by definition; --steps is for iterative attacks
-            plan.append((kind, e, attack_from_args(ns)))
+            plan.append((kind, e, options.attack_from_args(ns)))
     return plan
 
 
@@ -159,7 +150,7 @@ def _row(kind: str, eps: float, attack: Any, result: Any) -> dict[str, Any]:
     return {"attack": kind, "norm": d.pop("norm"), "eps": eps,
             "steps": getattr(attack, "steps", None), **{k: v for k, v in d.items()
                                                         if k not in ("attack", "eps")},
-            "attack_config": attack_json(attack)}
+            "attack_config": options.attack_json(attack)}
 
 
 def _pct(v: float | None) -> float | None:
@@ -221,16 +212,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    launched = torchrun_env()
+    launched = options.torchrun_env()
     main_rank = not launched or os.environ.get("RANK") == "0"
     # 1. everything that can be checked, before any work (every rank checks the same values;
     #    the output directory is rank 0's alone)
     _check_args(args)
     plan = plan_attacks(args)
-    dev = resolve_device(args.device, launched)
+    dev = options.resolve_device(args.device, launched)
     out = Path(args.out)
     if main_rank:
-        check_out_dir(out)
+        options.check_out_dir(out)
     margs = list(args.model_arg or [])
     x, y = load_split("test", None, args.data_root, "cpu")
     if args.n > x.shape[0]:
@@ -249,7 +240,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         info = init_from_env("gloo", device=dev)
     try:
         dev = info.device
-        model, name, card = load_model(args.model, str(dev), margs)
+        model, name, card = options.load_model(args.model, str(dev), margs)
         config = {
             "command": "advlab evaluate", "advlab": __version__,
             "model": args.model, "model_name": name,
@@ -271,7 +262,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             targets = random_targets(args.seed) if args.targeted else None
             res = sharded_evaluate_attack(model, attack, x, y, targets=targets, device=dev,
                                           batch_size=args.batch_size,
-                                          progress=show_progress(args))
+                                          progress=options.show_progress(args))
             if res is None:  # not rank 0: the shard is done and handed over
                 continue
             rows.append(_row(kind, eps, attack, res))

@@ -50,13 +50,7 @@ import torch.distributed as dist
 from torch import nn
 
 from advlab._progress import progress as _progress
-from advlab.evaluate.core import (
-    RobustnessResult,
-    TargetFn,
-    _evaluate_batch,
-    _logits,
-    _summarize_rows,
-)
+from advlab.evaluate import core
 
 __all__ = ["DistInfo", "init_from_env", "shard_indices", "gather_results", "is_main",
            "get_rank", "get_world_size", "cleanup", "sharded_evaluate_attack", "barrier",
@@ -287,14 +281,14 @@ def check_shared_dir(path: str | os.PathLike[str], *, option: str = "--cache") -
 
 
 def sharded_evaluate_attack(model: nn.Module, attack: Any, x: torch.Tensor, y: torch.Tensor,
-                            *, targets: TargetFn | None = None,
+                            *, targets: core.TargetFn | None = None,
                             eval_model: nn.Module | None = None,
                             device: str | torch.device | None = None, batch_size: int = 256,
                             keep_per_example: bool = False, progress: bool = False,
                             label_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
                             | None = None,
                             strided: bool = False, all_ranks: bool = False,
-                            ) -> RobustnessResult | None:
+                            ) -> core.RobustnessResult | None:
     """:func:`~advlab.evaluate.evaluate_attack` on ``(x, y)`` split across the ranks.
 
     Every rank passes the same full ``x`` and ``y`` (and its own copy of the models); the
@@ -337,7 +331,7 @@ def sharded_evaluate_attack(model: nn.Module, attack: Any, x: torch.Tensor, y: t
 
     per_batch_targets: list[torch.Tensor] | None = None
     if targets is not None and attack is not None:
-        num_classes = int(_logits(target_model, batch(0)[0][:1]).shape[1])
+        num_classes = int(core._logits(target_model, batch(0)[0][:1]).shape[1])
         per_batch_targets = [targets(*batch(b), num_classes) for b in range(n_batches)]
 
     mine = shard_indices(n_batches, rank, world, strided=strided)
@@ -352,7 +346,7 @@ def sharded_evaluate_attack(model: nn.Module, attack: Any, x: torch.Tensor, y: t
             def tfn(_x: torch.Tensor, _y: torch.Tensor, _c: int, tb: torch.Tensor = tb):
                 return tb
 
-        rows.append((b, _evaluate_batch(model, attack, target_model, xb, yb, b * batch_size,
+        rows.append((b, core._evaluate_batch(model, attack, target_model, xb, yb, b * batch_size,
                                         tfn, label_fn)))
     gathered = gather_results(rows, all_ranks=all_ranks)
     if gathered is None:
@@ -362,4 +356,4 @@ def sharded_evaluate_attack(model: nn.Module, attack: Any, x: torch.Tensor, y: t
     if got != list(range(n_batches)):
         raise RuntimeError(f"gathered batches {got} do not cover range({n_batches}); were all "
                            f"ranks given the same data and batch_size?")
-    return _summarize_rows([r for _, r in ordered], attack, keep_per_example)
+    return core._summarize_rows([r for _, r in ordered], attack, keep_per_example)

@@ -5,16 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from advlab.experiments.momentum import paper
 from advlab.experiments.momentum.config import MomentumConfig
-from advlab.experiments.momentum.paper import (
-    ADV_ROLES,
-    ATTACKS,
-    FUSIONS,
-    PAPER_TABLE1,
-    PAPER_TABLE2,
-    PAPER_TABLE3,
-    ROLES,
-)
 from advlab.experiments.momentum.verdicts import _mean, _t2, _t3
 from advlab.report import Cell, Table
 
@@ -36,7 +28,7 @@ def _table1(results: dict[str, Any], cfg: MomentumConfig, labels: dict[str, str]
     targets = [s.role for s in cfg.models]
     rows = []
     for s in normal:
-        for a in ATTACKS:
+        for a in paper.ATTACKS:
             v = results["table1"][f"{s}|{a}"]
             rows.append([labels[s], a] + [Cell(round(v[t][metric], 1), "*") if t == s
                                           else round(v[t][metric], 1) for t in targets])
@@ -52,13 +44,13 @@ def _table1(results: dict[str, Any], cfg: MomentumConfig, labels: dict[str, str]
 
 def _paper_table1() -> Table:
     rows = []
-    for s in ROLES:
-        for a in ATTACKS:
-            vals = PAPER_TABLE1[s][a]
+    for s in paper.ROLES:
+        for a in paper.ATTACKS:
+            vals = paper.PAPER_TABLE1[s][a]
             rows.append([s, a] + [Cell(v, "*") if t == s else v
-                                  for t, v in zip(ROLES + ADV_ROLES, vals)])
+                                  for t, v in zip(paper.ROLES + paper.ADV_ROLES, vals)])
     return Table("Table 1 (paper): success rate % on ImageNet (Dong et al. 2018)",
-                 ["source", "attack"] + list(ROLES + ADV_ROLES), rows,
+                 ["source", "attack"] + list(paper.ROLES + paper.ADV_ROLES), rows,
                  notes=f"{_WB} eps = 16/255, T = 10, mu = 1.0, 1000 images.",
                  float_format=".1f")
 
@@ -68,17 +60,17 @@ def _table2(results: dict[str, Any], cfg: MomentumConfig, labels: dict[str, str]
     rows = []
     t2 = _t2(results)
     for h in [s.role for s in cfg.normal]:
-        for f, fname in FUSIONS.items():
+        for f, fname in paper.FUSIONS.items():
             if (h, f, "FGSM") not in t2:
                 continue
             row: list[Any] = [f"-{labels[h]}", fname]
-            for a in ATTACKS:
+            for a in paper.ATTACKS:
                 v = t2[(h, f, a)]
                 row += [Cell(round(v["ensemble"][metric], 1), "*"),
                         round(v["hold_out"][metric], 1)]
             rows.append(row)
     over = "all images" if metric == "success" else "images the target classifies correctly"
-    cols = ["held out", "ensemble method"] + [f"{a} {w}" for a in ATTACKS
+    cols = ["held out", "ensemble method"] + [f"{a} {w}" for a in paper.ATTACKS
                                               for w in ("ensemble", "hold-out")]
     return Table(
         f"Table 2 (ours, {cfg.suite}): ensembles of the other normal models, over {over}",
@@ -89,13 +81,13 @@ def _table2(results: dict[str, Any], cfg: MomentumConfig, labels: dict[str, str]
 
 def _paper_table2() -> Table:
     rows = []
-    for h in ROLES:
-        for f, fname in FUSIONS.items():
+    for h in paper.ROLES:
+        for f, fname in paper.FUSIONS.items():
             row: list[Any] = [f"-{h}", fname]
-            for ens, hold in PAPER_TABLE2[h][f]:
+            for ens, hold in paper.PAPER_TABLE2[h][f]:
                 row += [Cell(ens, "*"), hold]
             rows.append(row)
-    cols = ["held out", "ensemble method"] + [f"{a} {w}" for a in ATTACKS
+    cols = ["held out", "ensemble method"] + [f"{a} {w}" for a in paper.ATTACKS
                                               for w in ("ensemble", "hold-out")]
     return Table("Table 2 (paper): ensemble of the other normal models vs the held-out one",
                  cols, rows, notes=f"{_WB} eps = 16/255, T = 20, mu = 1.0.",
@@ -107,7 +99,7 @@ def _table3(results: dict[str, Any], cfg: MomentumConfig, labels: dict[str, str]
     rows = []
     t3 = _t3(results)
     for h in [s.role for s in cfg.adversarial]:
-        for a in ATTACKS:
+        for a in paper.ATTACKS:
             if (h, a) in t3:
                 v = t3[(h, a)]
                 rows.append([f"-{labels[h]}", a, Cell(round(v["ensemble"][metric], 1), "*"),
@@ -122,8 +114,8 @@ def _table3(results: dict[str, Any], cfg: MomentumConfig, labels: dict[str, str]
 
 
 def _paper_table3() -> Table:
-    rows = [[f"-{h}", a, Cell(PAPER_TABLE3[h][i][0], "*"), PAPER_TABLE3[h][i][1]]
-            for h in ADV_ROLES for i, a in enumerate(ATTACKS)]
+    rows = [[f"-{h}", a, Cell(paper.PAPER_TABLE3[h][i][0], "*"), paper.PAPER_TABLE3[h][i][1]]
+            for h in paper.ADV_ROLES for i, a in enumerate(paper.ATTACKS)]
     return Table("Table 3 (paper): ensemble of the other six models vs the held-out "
                  "adversarially trained one", ["held out", "attack", "ensemble", "hold-out"],
                  rows, notes=f"{_WB} eps = 16/255, T = 20, mu = 1.0.", float_format=".1f")
@@ -160,7 +152,7 @@ def _sweep_table(results: dict[str, Any], cfg: MomentumConfig) -> tuple[Table, l
         default = abs(e - cfg.eps) < 1e-9
         row: list[Any] = [Cell(_fmt_eps(e), " (default)") if default else _fmt_eps(e)]
         ok = True
-        for a in ATTACKS:
+        for a in paper.ATTACKS:
             v = results["eps_sweep"][f"{a}|{e:g}"]
             wb = v[src0]
             bb = _mean([v[t] for t in black])
@@ -174,7 +166,7 @@ def _sweep_table(results: dict[str, Any], cfg: MomentumConfig) -> tuple[Table, l
         if ok and black:
             informative.append(e)
         rows.append(row)
-    cols = ["eps"] + [f"{a} {w}" for a in ATTACKS for w in ("white-box", "black-box normal",
+    cols = ["eps"] + [f"{a} {w}" for a in paper.ATTACKS for w in ("white-box", "black-box normal",
                                                              "black-box adv.")] + \
         ["informative"]
     return Table(f"Eps sweep: success % from {src0} (T = {cfg.steps}, {cfg.n_figure} images)",

@@ -8,16 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from advlab.experiments.momentum import paper
 from advlab.experiments.momentum.config import MomentumConfig
-from advlab.experiments.momentum.paper import (
-    ADV_ROLES,
-    ATTACKS,
-    FUSIONS,
-    PAPER_TABLE1,
-    PAPER_TABLE2,
-    PAPER_TABLE3,
-    ROLES,
-)
 
 
 @dataclass(frozen=True)
@@ -44,8 +36,9 @@ def claim_table1(t1: dict[tuple[str, str], dict[str, float]], normal: Sequence[s
                  adv: Sequence[str]) -> list[Claim]:
     """Table 1 claims from ``t1[(source, attack)][target] -> success %``."""
     out = []
-    bb = {a: _mean([t1[(s, a)][t] for s in normal for t in normal if t != s]) for a in ATTACKS}
-    wb = {a: _mean([t1[(s, a)][s] for s in normal]) for a in ATTACKS}
+    bb = {a: _mean([t1[(s, a)][t] for s in normal for t in normal if t != s])
+          for a in paper.ATTACKS}
+    wb = {a: _mean([t1[(s, a)][s] for s in normal]) for a in paper.ATTACKS}
     pairs = [(s, t) for s in normal for t in list(normal) + list(adv) if t != s]
     wins = sum(t1[(s, "MI-FGSM")][t] > t1[(s, "I-FGSM")][t] for s, t in pairs)
     if len(normal) < 2:
@@ -64,12 +57,12 @@ def claim_table1(t1: dict[tuple[str, str], dict[str, float]], normal: Sequence[s
             f"{wb['MI-FGSM']:.1f} %, I-FGSM {wb['I-FGSM']:.1f} %, FGSM {wb['FGSM']:.1f} % "
             f"(criterion: MI-FGSM's black-box mean above both others and white-box >= 95 %)."))
     if adv and len(normal) >= 2:
-        bba = {a: _mean([t1[(s, a)][t] for s in normal for t in adv]) for a in ATTACKS}
-        held = all(bba[a] < bb[a] for a in ATTACKS)
+        bba = {a: _mean([t1[(s, a)][t] for s in normal for t in adv]) for a in paper.ATTACKS}
+        held = all(bba[a] < bb[a] for a in paper.ATTACKS)
         out.append(Claim(
             "adv_harder", "Adversarially trained targets are harder to fool than normal ones",
             held, "Mean black-box success, normal vs adversarially trained targets: " +
-            "; ".join(f"{a} {bb[a]:.1f} % vs {bba[a]:.1f} %" for a in ATTACKS) +
+            "; ".join(f"{a} {bb[a]:.1f} % vs {bba[a]:.1f} %" for a in paper.ATTACKS) +
             " (criterion: lower on the adversarially trained targets for every attack)."))
     else:
         out.append(Claim("adv_harder", "Adversarially trained targets are harder to fool than "
@@ -83,18 +76,18 @@ def claim_table2(t2: dict[tuple[str, str, str], tuple[float, float]],
     if not held_out:
         return [Claim("logits_fusion", "Fusing logits beats fusing predictions and losses",
                       None, "Table 2 needs at least three normal models.")]
-    mean = {(f, a): _mean([t2[(h, f, a)][1] for h in held_out]) for f in FUSIONS
-            for a in ATTACKS}
+    mean = {(f, a): _mean([t2[(h, f, a)][1] for h in held_out]) for f in paper.FUSIONS
+            for a in paper.ATTACKS}
     wins = sum(t2[(h, "logits", a)][1] > max(t2[(h, "probs", a)][1], t2[(h, "loss", a)][1])
-               for h in held_out for a in ATTACKS)
+               for h in held_out for a in paper.ATTACKS)
     held = all(mean[("logits", a)] > mean[("probs", a)] and
-               mean[("logits", a)] > mean[("loss", a)] for a in ATTACKS)
+               mean[("logits", a)] > mean[("loss", a)] for a in paper.ATTACKS)
     claims_ = [Claim(
         "logits_fusion", "Fusing logits beats fusing predictions and losses (hold-out success)",
         held, "Mean hold-out success logits / predictions / loss: " +
         "; ".join(f"{a} {mean[('logits', a)]:.1f} / {mean[('probs', a)]:.1f} / "
-                  f"{mean[('loss', a)]:.1f} %" for a in ATTACKS) +
-        f"; logits strictly best in {wins} of {len(held_out) * len(ATTACKS)} (model, attack) "
+                  f"{mean[('loss', a)]:.1f} %" for a in paper.ATTACKS) +
+        f"; logits strictly best in {wins} of {len(held_out) * len(paper.ATTACKS)} (model, attack) "
         f"cases (criterion: logits' mean above both others for every attack).")]
     mi = mean[("logits", "MI-FGSM")]
     it = mean[("logits", "I-FGSM")]
@@ -114,15 +107,15 @@ def claim_table3(t3: dict[tuple[str, str], tuple[float, float]],
         return [Claim("ens_vs_adv", "An ensemble MI-FGSM attack transfers to adversarially "
                       "trained models better than I-FGSM and FGSM", None,
                       "No adversarially trained model.")]
-    hold = {a: _mean([t3[(h, a)][1] for h in held_out]) for a in ATTACKS}
-    ens = {a: _mean([t3[(h, a)][0] for h in held_out]) for a in ATTACKS}
+    hold = {a: _mean([t3[(h, a)][1] for h in held_out]) for a in paper.ATTACKS}
+    ens = {a: _mean([t3[(h, a)][0] for h in held_out]) for a in paper.ATTACKS}
     held = hold["MI-FGSM"] > hold["I-FGSM"] and hold["MI-FGSM"] > hold["FGSM"] and \
         ens["MI-FGSM"] >= 95.0
     return [Claim(
         "ens_vs_adv", "An ensemble MI-FGSM attack transfers to adversarially trained models "
         "better than I-FGSM and FGSM, with near 100 % success on the ensemble", held,
-        "Mean hold-out success: " + "; ".join(f"{a} {hold[a]:.1f} %" for a in ATTACKS) +
-        "; on the ensemble (white-box): " + "; ".join(f"{a} {ens[a]:.1f} %" for a in ATTACKS)
+        "Mean hold-out success: " + "; ".join(f"{a} {hold[a]:.1f} %" for a in paper.ATTACKS) +
+        "; on the ensemble (white-box): " + "; ".join(f"{a} {ens[a]:.1f} %" for a in paper.ATTACKS)
         + " (criterion: MI-FGSM's hold-out mean above both others, ensemble >= 95 %).")]
 
 
@@ -193,13 +186,14 @@ def claims(results: dict[str, Any], cfg: MomentumConfig) -> list[Claim]:
 
 def paper_claims() -> list[Claim]:
     """The same claims computed from the paper's own tables (a check of the criteria)."""
-    t1 = {(s, a): dict(zip(ROLES + ADV_ROLES, v)) for s, d in PAPER_TABLE1.items()
+    t1 = {(s, a): dict(zip(paper.ROLES + paper.ADV_ROLES, v)) for s, d in paper.PAPER_TABLE1.items()
           for a, v in d.items()}
-    t2 = {(h, f, a): PAPER_TABLE2[h][f][i] for h in ROLES for f in FUSIONS
-          for i, a in enumerate(ATTACKS)}
-    t3 = {(h, a): PAPER_TABLE3[h][i] for h in ADV_ROLES for i, a in enumerate(ATTACKS)}
-    return claim_table1(t1, ROLES, ADV_ROLES) + claim_table2(t2, ROLES) + \
-        claim_table3(t3, ADV_ROLES)
+    t2 = {(h, f, a): paper.PAPER_TABLE2[h][f][i] for h in paper.ROLES for f in paper.FUSIONS
+          for i, a in enumerate(paper.ATTACKS)}
+    t3 = {(h, a): paper.PAPER_TABLE3[h][i] for h in paper.ADV_ROLES
+          for i, a in enumerate(paper.ATTACKS)}
+    return claim_table1(t1, paper.ROLES, paper.ADV_ROLES) + claim_table2(t2, paper.ROLES) + \
+        claim_table3(t3, paper.ADV_ROLES)
 
 
 def _t1(results: dict[str, Any]) -> dict[tuple[str, str], dict[str, float]]:
