@@ -1,4 +1,5 @@
-"""CLI commands of the experiments: ``reproduce``, ``audit`` and ``evaluate``."""
+"""The ``reproduce`` and ``audit`` commands (``reproduce momentum`` takes its options from
+``advlab.cli.momentum``)."""
 
 from __future__ import annotations
 
