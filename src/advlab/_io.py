@@ -36,12 +36,11 @@ import json
 import logging
 import math
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
-
-import torch
 
 __all__ = [
     "atomic_open",
@@ -218,7 +217,8 @@ def jsonable(obj: Any) -> Any:
         return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [jsonable(v) for v in obj]
-    if isinstance(obj, torch.Tensor):
+    torch = sys.modules.get("torch")  # a tensor means torch is loaded: no import here
+    if torch is not None and isinstance(obj, torch.Tensor):
         return obj.tolist()
     if isinstance(obj, Path):
         return str(obj)

@@ -59,10 +59,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     kw: dict[str, Any] = {}
     if args.quick:
         kw.update(quick_profile(args.model, **dict(args.model_arg or [])))
-    for k in ("epochs", "batch_size", "lr", "train_size", "test_size"):
-        v = getattr(args, k)
-        if v is not None:
-            kw[k] = v
+    kw.update(_training_overrides(args))
     cfg = TrainConfig(args.model, model_kwargs=dict(args.model_arg or []), seed=args.seed,
                       device=args.device, data_root=args.data_root, **kw)
     out = Path(args.out) if args.out else Path("runs") / args.model
@@ -86,10 +83,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     kw: dict[str, Any] = {}
     if args.quick:
         kw.update({"epochs": 3, "train_size": 5000, "test_size": 1000})
-    for k in ("epochs", "batch_size", "lr", "train_size", "test_size"):
-        v = getattr(args, k)
-        if v is not None:
-            kw[k] = v
+    kw.update(_training_overrides(args))
     cfg = FinetuneConfig(seed=args.seed, device=args.device, data_root=args.data_root, **kw)
     out = Path(args.out) if args.out else Path(str(Path(args.checkpoint)) + f"-ft-{atk.name}")
     res = finetune_adversarial(args.checkpoint, atk, cfg, out, progress=show_progress(args))
@@ -144,6 +138,12 @@ def cmd_attack(args: argparse.Namespace) -> int:
                                             "attack_config": attack_json(atk)})
     print(f"saved {out / 'adversarial.safetensors'}, {out / 'grid.png'}, {out / 'result.json'}")
     return 0
+
+
+def _training_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The training options given on the command line (they override the profile)."""
+    keys = ("epochs", "batch_size", "lr", "train_size", "test_size")
+    return {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
 
 
 def _add_training_options(p: argparse.ArgumentParser, lr_help: str) -> None:
@@ -231,7 +231,9 @@ def main(argv: list[str] | None = None) -> int:
         # the options every command shares, checked before any work
         if getattr(args, "device", None) is not None:
             resolve_device(args.device, torchrun_env())
-        if getattr(args, "out", None) is not None:
+        # the output directory is written by rank 0 alone (other machines may not see it)
+        if getattr(args, "out", None) is not None and \
+                (not torchrun_env() or os.environ.get("RANK") == "0"):
             check_out_dir(Path(args.out))
         if hasattr(args, "data_root") and (args.data_root is not None
                                            or os.environ.get("ADVLAB_DATA")):

@@ -215,13 +215,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     launched = options.torchrun_env()
     main_rank = not launched or os.environ.get("RANK") == "0"
     # 1. everything that can be checked, before any work (every rank checks the same values;
-    #    the output directory is rank 0's alone)
+    #    the output directory, rank 0's alone, was checked by the command line's main)
     _check_args(args)
     plan = plan_attacks(args)
     dev = options.resolve_device(args.device, launched)
     out = Path(args.out)
-    if main_rank:
-        options.check_out_dir(out)
     margs = list(args.model_arg or [])
     x, y = load_split("test", None, args.data_root, "cpu")
     if args.n > x.shape[0]:
