@@ -32,7 +32,9 @@ from conftest import run_one_and_two
 TINY = "test-momentum-tiny-mlp"
 TABLES = ["models", "table1", "table1_on_correct", "table2", "table2_on_correct", "table3",
           "table3_on_correct", "paper_table1", "paper_table2", "paper_table3", "eps_sweep",
-          "fig_decay", "fig_iterations", "fig_cosine"]
+          "fig_decay", "fig_iterations", "fig_cosine", "table1_side_by_side",
+          "table2_side_by_side", "table3_side_by_side", "table1_differences",
+          "table2_differences", "table3_differences"]
 FIGURES = ["decay.png", "iterations.png", "eps.png", "cosine.png", "examples.png"]
 
 
@@ -86,6 +88,13 @@ def test_every_table_and_figure_is_produced(first_run):
         assert (out / name).is_file(), name
     for n in TABLES:
         assert (out / "tables" / f"{n}.csv").is_file() and (out / "tables" / f"{n}.json").is_file()
+    # every success rate carries its Wilson interval: bound columns in the CSV
+    header = (out / "tables" / "table1.csv").read_text().splitlines()[0].split(",")
+    assert len(header) == 2 + 3 * 7 and header[3].endswith(" lo") and header[4].endswith(" hi")
+    for n in ("table1", "table2", "table3", "table1_side_by_side", "eps_sweep", "fig_decay",
+              "models", "table1_on_correct"):
+        text = (out / "tables" / f"{n}.csv").read_text()
+        assert " lo," in text and " hi" in text, n
     for f in FIGURES:
         assert (out / "figures" / f).stat().st_size > 1000, f
     t = table_jsons(out)
@@ -96,6 +105,8 @@ def test_every_table_and_figure_is_produced(first_run):
         assert row[1] == mm.ATTACKS[i % 3]
         assert [j for j, m in enumerate(marks) if m == "*"] == [2 + i // 3]
         assert all(0 <= v <= 100 for v in row[2:])
+        for v, (lo, hi) in zip(row[2:], t1["intervals"][i][2:]):
+            assert 0 <= lo <= v <= hi <= 100 and hi - lo > 0
     # Table 2: 4 held-out models x 3 fusions; the ensemble columns are white-box
     t2 = t["table2"]
     assert len(t2["rows"]) == 12
@@ -107,12 +118,20 @@ def test_every_table_and_figure_is_produced(first_run):
     # the paper's numbers sit next to ours
     assert t["paper_table1"]["rows"][2][2:] == [100.0, 48.8, 48.0, 35.6, 15.1, 15.2, 7.8]
     md = (out / "report.md").read_text()
-    for title in ("Table 1 (ours", "Table 1 (paper)", "Table 2 (paper)", "Table 3 (paper)",
-                  "Eps sweep", "Which of the paper's claims held"):
+    for title in ("Table 1 side by side", "Table 2 side by side", "Table 3 side by side",
+                  "Table 1 (ours", "Eps sweep", "Which of the paper's claims held",
+                  "Significant differences", "McNemar"):
         assert title in md
-    assert md.count("HELD") + md.count("DID NOT HOLD") >= 8
+    verdicts = [c["verdict"] for c in res["claims"]]
+    assert set(verdicts) <= {"HELD", "NOT HELD", "INCONCLUSIVE", "NOT TESTABLE"}
+    assert all(f": {v}." in md for v in verdicts)
+    # the side-by-side table pairs each of our rows with the paper's
+    side = t["table1_side_by_side"]
+    assert [r[2] for r in side["rows"][:2]] == ["ours", "paper"]
+    assert side["rows"][5][3:] == [100.0, 48.8, 48.0, 35.6, 15.1, 15.2, 7.8]
     # the returned dict carries the numbers, the claims and the counts
     assert res["attack_calls"] == res["planned"]["attack_units"] > 0
+    assert res["eps_rule"] == {"rule": tiny_cfg().eps_rule, "given": True, "chosen": 0.2}
     assert res["trainings"] == 7
     assert {c["name"] for c in res["claims"]} >= {"mi_transfers", "adv_harder", "logits_fusion",
                                                   "ens_vs_adv", "decay_peak", "iterations",
@@ -200,23 +219,39 @@ def test_pred_labels_and_eps_change_the_cache_key(first_run, tmp_path):
 
 
 def test_claim_criteria_hold_on_the_papers_own_numbers():
-    got = {c.name: c.held for c in paper_claims()}
-    assert got == {"mi_transfers": True, "adv_harder": True, "logits_fusion": True,
-                   "ensemble_mi": True, "ens_vs_adv": True}
+    got = {c.name: c.verdict for c in paper_claims()}
+    assert got == {"mi_transfers": "HELD", "adv_harder": "HELD", "logits_fusion": "HELD",
+                   "ensemble_mi": "HELD", "ens_vs_adv": "HELD"}
 
 
-def test_claims_follow_the_numbers():
-    t1 = {(s, a): {t: 50.0 for t in ROLES + ADV_ROLES} for s in ROLES for a in mm.ATTACKS}
-    for s in ROLES:
-        t1[(s, "MI-FGSM")] = {t: 100.0 if t == s else 60.0 for t in ROLES + ADV_ROLES}
-    c = {x.name: x for x in mm.claim_table1(t1, ROLES, ADV_ROLES)}
-    assert c["mi_transfers"].held is True
-    assert c["adv_harder"].held is False  # defended targets are not harder here
-    assert mm.claim_decay({0.0: 10.0, 1.0: 30.0, 2.0: 20.0}).held is True
-    assert mm.claim_decay({0.0: 30.0, 1.0: 20.0, 2.0: 10.0}).held is False
-    assert mm.claim_iterations({"I-FGSM": {1: 30.0, 10: 20.0},
-                                "MI-FGSM": {1: 30.0, 10: 40.0}}).held is True
-    assert mm.claim_cosine({"I-FGSM": [0.1], "MI-FGSM": [0.8]}).held is True
+def test_eps_rule_picks_the_smallest_eps_on_i_fgsm_alone(first_run, tmp_path):
+    """eps=None: the rule attacks held-apart images with I-FGSM only, picks the smallest
+    grid eps where every source reaches the level, and the run uses it."""
+    root, _ = first_run
+    cache = tmp_path / "cache"
+    shutil.copytree(root / "cache" / "checkpoints", cache / "checkpoints")
+    small = dict(mu_grid=(1.0,), iter_grid=(3,), n_images=20, ensemble_images=20,
+                 figure_images=20, eps_rule_images=20, eps_grid=(0.02, 0.1, 0.3))
+    res = run_momentum(tiny_cfg(eps=None, **small), tmp_path / "a", cache_dir=cache,
+                       progress=False, threads=1)
+    rule = res["eps_rule"]
+    assert rule["given"] is False and rule["images"] == 20 and rule["first_image"] == 20
+    meets = [e for e in ("0.02", "0.1", "0.3")
+             if min(rule["success"][e].values()) >= 95.0]
+    assert rule["chosen"] == (float(meets[0]) if meets else 0.3) == res["config"]["eps"]
+    assert rule["met"] == bool(meets)
+    for e, by_src in rule["counts"].items():  # the rates are the counts over 20 images
+        assert {r: 100 * k / n for r, (k, n) in by_src.items()} == rule["success"][e]
+        assert all(n == 20 for _, n in by_src.values())
+    # only I-FGSM (decay 0) was run for the rule, from the normal sources
+    assert res["planned"]["rule_units"] == 4 * 3
+    assert f"eps = {rule['chosen']:g}" in (tmp_path / "a" / "report.md").read_text()
+    table = json.loads((tmp_path / "a" / "tables" / "eps_rule.json").read_text())
+    assert [m for m in table["marks"] if any(m)] and table["columns"][-1] == "meets the rule"
+    # a given eps skips the rule
+    given = run_momentum(tiny_cfg(**small), tmp_path / "b", cache_dir=cache, progress=False,
+                         threads=1)
+    assert given["eps_rule"]["given"] is True and given["planned"]["rule_units"] == 0
 
 
 def test_quantize_stays_in_the_ball_and_the_box():
@@ -231,14 +266,21 @@ def test_quantize_stays_in_the_ball_and_the_box():
 
 
 def test_presets_and_validation():
-    q, f = MomentumConfig.preset("quick"), MomentumConfig.preset("full")
+    q, s, f = (MomentumConfig.preset(p) for p in ("quick", "standard", "full"))
     assert (q.steps, q.ensemble_steps, q.decay) == (10, 20, 1.0)
-    assert [s.role for s in f.normal] == list(ROLES)
-    assert [s.role for s in f.adversarial] == list(ADV_ROLES)
+    for c in (q, s, f):
+        assert [x.role for x in c.normal] == list(ROLES)
+        assert [x.role for x in c.adversarial] == list(ADV_ROLES)
+        assert c.eps is None and c.eps_rule_success == 95.0  # eps from the rule
+        # at least four distinct architectures among the seven roles, and every defended
+        # model shares the architecture of the normal model it extends
+        arch = {x.role: x.arch for x in c.models}
+        assert len(set(arch.values())) >= 4
+        assert arch["Inc-v3ens3"] == arch["Inc-v3ens4"] == arch["Inc-v3"]
+        assert arch["IncRes-v2ens"] == arch["IncRes-v2"]
+    assert s.n_images >= 1000 and s.n_ensemble >= 500 and s.n_figure >= 500
     assert f.n_images == 1000 and len(f.mu_grid) == 21 and f.iter_grid == tuple(range(1, 21))
-    assert "mnist-alexnet" in [s.arch for s in f.normal]
-    assert "mnist-alexnet" not in [s.arch for s in q.models]
-    assert q.eps in q.sweep_eps and q.eps == 0.25
+    assert MomentumConfig.preset("quick", eps=0.25).sweep_eps == (0.1, 0.15, 0.2, 0.25, 0.3)
     i = MomentumConfig.preset("full", "imagenet")
     assert abs(i.eps - 16 / 255) < 1e-12 and i.steps == 10 and i.store == "uint8"
     with pytest.raises(ValueError, match="labels"):
@@ -276,6 +318,12 @@ def test_specs_from_names():
     assert [(s.role, s.arch) for s in normal] == [("Inc-v3", "mnist-cnn"),
                                                   ("Inc-v4", "mnist-mlp")]
     assert all(set(a.static) <= {"Inc-v3", "Inc-v4"} for a in adv)
+    # the student's four models: the defended ones take the architecture of their role
+    normal, adv = specs_from_names(["mnist-cnn", "mnist-convnet", "mnist-mlp",
+                                    "mnist-alexnet"], "mnist")
+    assert [(a.role, a.arch) for a in adv] == [("Inc-v3ens3", "mnist-cnn"),
+                                               ("Inc-v3ens4", "mnist-cnn"),
+                                               ("IncRes-v2ens", "mnist-mlp")]
     with pytest.raises(ValueError, match="unknown MNIST zoo model"):
         specs_from_names(["mnist-nope"], "mnist")
 
@@ -295,7 +343,7 @@ def test_every_cli_flag_reaches_the_config(tmp_path):
     assert [s.arch for s in cfg.normal][0] == "inception_v3.tf_in1k"
     assert args.out == "o" and args.cache == "c" and args.no_progress
     mn = config_from_args(p.parse_args(["--data", str(tmp_path), "--eps", "0.1"]))
-    assert mn.suite == "mnist" and mn.profile == "quick" and mn.data_root == str(tmp_path)
+    assert mn.suite == "mnist" and mn.profile == "standard" and mn.data_root == str(tmp_path)
     assert mn.eps == 0.1
     with pytest.raises(SystemExit):
         p.parse_args(["--quick", "--full"])
@@ -309,7 +357,7 @@ def test_add_arguments_keeps_options_the_parser_already_has():
     p.add_argument("--seed", type=int, default=7)
     add_arguments(p)
     args = p.parse_args([])
-    assert args.device == "cuda" and args.seed == 7 and args.profile == "quick"
+    assert args.device == "cuda" and args.seed == 7 and args.profile == "standard"
 
 
 # -- torchrun ----------------------------------------------------------------------------------
@@ -322,7 +370,7 @@ CLI_SCRIPT = textwrap.dedent('''
     from advlab.models import register
 
     register(tm.TINY, input_shape=(1, 28, 28), num_classes=10, description="tiny")(tm.tiny_mlp)
-    momentum.config_from_args = lambda args: tm.tiny_cfg()
+    momentum.config_from_args = lambda args: tm.tiny_cfg(eps=None, eps_rule_images=20)
     sys.exit(advlab.cli.main(["reproduce", "momentum", "--out", "out", "--cache", "cache",
                               "--no-progress", "--threads", "1"]))
 ''')
@@ -358,7 +406,9 @@ def test_torchrun_two_processes_write_the_same_files(tmp_path):
             m["train_metrics"].pop("seconds")
             m["train_metrics"].pop("images_per_s")
     assert r1 == r2  # counters summed over the ranks: every unit computed exactly once
-    assert r2["attack_calls"] == r2["planned"]["attack_units"] > 0 and r2["trainings"] == 7
+    assert r2["attack_calls"] == r2["planned"]["attack_units"] + r2["planned"]["rule_units"]
+    assert r2["planned"]["rule_units"] == 4 * 2 and r2["trainings"] == 7
+    assert r2["eps_rule"]["given"] is False and r2["config"]["eps"] == r2["eps_rule"]["chosen"]
     # only rank 0 prints, and nothing lands outside out/ and the cache
     assert out2.count("report: ") == 1 and out1.count("report: ") == 1
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["cache", "out"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -64,3 +65,68 @@ def test_mcnemar_by_hand_and_large_counts():
 def test_bad_input_names_the_value(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+# -- paired comparisons and verdicts ----------------------------------------------------------
+def test_paired_bootstrap_by_hand():
+    from advlab.stats import paired_bootstrap
+
+    # every image moves its difference by the same +1: every resample's mean is 1
+    iv = paired_bootstrap([1.0] * 50)
+    assert (iv.estimate, iv.lo, iv.hi) == (1.0, 1.0, 1.0)
+    # two images {0, 1}: resample means are 0, 1/2, 1 with probability 1/4, 1/2, 1/4, so the
+    # 2.5 % and 97.5 % quantiles of 2000 draws are 0 and 1
+    iv = paired_bootstrap([0.0, 1.0], n_resamples=2000, seed=1)
+    assert (iv.estimate, iv.lo, iv.hi) == (0.5, 0.0, 1.0)
+    # the statistic sees the resample's column means: mean(col 0) - mean(col 1)
+    m = np.array([[1, 0], [1, 0], [0, 0], [1, 1]], dtype=float)
+    iv = paired_bootstrap(m, lambda c: c[:, 0] - c[:, 1], seed=0)
+    assert iv.estimate == pytest.approx(0.5) and iv.lo >= 0.0 and iv.hi <= 1.0
+    assert paired_bootstrap(m, seed=3) == paired_bootstrap(m, seed=3)  # deterministic
+
+
+@pytest.mark.parametrize("n, p_a, p_b", [(1000, 0.6, 0.4), (300, 0.3, 0.25), (80, 0.5, 0.5)])
+def test_paired_bootstrap_matches_scipy(n, p_a, p_b):
+    from scipy.stats import bootstrap
+
+    from advlab.stats import paired_bootstrap
+
+    rng = np.random.default_rng(n)
+    a = (rng.random(n) < p_a).astype(float)
+    b = (rng.random(n) < p_b).astype(float)
+    ours = paired_bootstrap(a - b, n_resamples=4000, seed=0)
+    ref = bootstrap((a, b), lambda x, y, axis=-1: x.mean(axis) - y.mean(axis), paired=True,
+                    vectorized=True, method="percentile", n_resamples=20000,
+                    random_state=0).confidence_interval
+    half = (ref.high - ref.low) / 2
+    assert ours.estimate == pytest.approx(a.mean() - b.mean(), abs=1e-12)
+    assert ours.lo == pytest.approx(ref.low, abs=0.08 * half + 1e-9)
+    assert ours.hi == pytest.approx(ref.high, abs=0.08 * half + 1e-9)
+
+
+def test_verdicts_three_ways():
+    from advlab.stats import Interval, combine_verdicts, verdict
+
+    assert verdict(Interval(0.2, 0.01, 0.4)) == "HELD"
+    assert verdict(Interval(0.2, 0.0, 0.4)) == "INCONCLUSIVE"  # zero is not excluded
+    assert verdict(Interval(-0.2, -0.4, -0.01)) == "NOT HELD"
+    assert verdict(Interval(-0.2, -0.4, -0.01), direction=-1) == "HELD"
+    assert combine_verdicts(["HELD", "HELD"]) == "HELD"
+    assert combine_verdicts(["HELD", "INCONCLUSIVE"]) == "INCONCLUSIVE"
+    assert combine_verdicts(["INCONCLUSIVE", "NOT HELD"]) == "NOT HELD"
+    assert combine_verdicts(["NOT TESTABLE"]) == "NOT TESTABLE"
+    with pytest.raises(ValueError, match="direction must be"):
+        verdict(Interval(0, 0, 0), direction=0)
+    with pytest.raises(ValueError, match="unknown verdicts"):
+        combine_verdicts(["held"])
+    with pytest.raises(ValueError, match="must hold its estimate"):
+        Interval(2.0, 0.0, 1.0)
+
+
+@pytest.mark.parametrize("values, message", [
+    ([], "non-empty"), ([[float("nan")]], "finite"), (np.zeros((2, 2, 2)), "non-empty")])
+def test_paired_bootstrap_rejects_bad_input(values, message):
+    from advlab.stats import paired_bootstrap
+
+    with pytest.raises(ValueError, match=message):
+        paired_bootstrap(values)

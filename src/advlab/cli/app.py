@@ -46,9 +46,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     from advlab.attacks import list_attacks
     from advlab.models import list_models, model_info
 
-    print("models:")
-    for name in list_models():
-        print(f"  {name:22s} {model_info(name).description}")
+    names = list_models()
+    width = max([22, *map(len, names)])
+    print("models:" + " " * (width - 5) + "params    MFLOPs  (one forward pass, one example)")
+    for name in names:
+        info = model_info(name)
+        params = "-" if info.params is None else f"{info.params / 1e6:.3f}M"
+        mflops = "-" if info.forward_flops is None else f"{info.forward_flops / 1e6:.2f}"
+        print(f"  {name:{width}s} {params:>7s} {mflops:>9s}  {info.description}")
     print("attacks:", ", ".join(list_attacks()))
     return 0
 

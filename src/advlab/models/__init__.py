@@ -1,9 +1,12 @@
-"""Model zoo: the student report's four MNIST models and their VOneNet versions.
+"""Model zoo: the student report's four MNIST models and their VOneNet versions, and MNIST
+stand-ins for the four normal models of the momentum-attack paper.
 
 Registered names: ``mnist-alexnet``, ``mnist-convnet``, ``mnist-cnn``, ``mnist-mlp`` and
 ``vone-mnist-alexnet``, ``vone-mnist-convnet``, ``vone-mnist-cnn``, ``vone-mnist-mlp``
-(VOneBlock of Dapello et al., NeurIPS 2020, in front of each). All take ``[N, 1, 28, 28]``
-pixels in [0, 1] and return logits.
+(VOneBlock of Dapello et al., NeurIPS 2020, in front of each); ``mnist-inception-v3``,
+``mnist-inception-v4``, ``mnist-inception-resnet-v2``, ``mnist-resnet`` (Dong et al., CVPR 2018's
+Inception-v3, Inception-v4, Inception-ResNet-v2 and ResNet-152, see :mod:`.paper_zoo`). All
+take ``[N, 1, 28, 28]`` pixels in [0, 1] and return logits.
 
 Example:
     >>> import torch
@@ -17,6 +20,12 @@ Example:
 """
 
 from advlab.models.mnist import MNISTMLP, MNISTAlexNet, MNISTBasicCNN, MNISTConvNet
+from advlab.models.paper_zoo import (
+    MNISTInceptionResNetV2,
+    MNISTInceptionV3,
+    MNISTInceptionV4,
+    MNISTResNet,
+)
 from advlab.models.registry import (
     ModelInfo,
     create,
@@ -47,6 +56,10 @@ __all__ = [
     "MNISTAlexNet",
     "MNISTBasicCNN",
     "MNISTConvNet",
+    "MNISTInceptionResNetV2",
+    "MNISTInceptionV3",
+    "MNISTInceptionV4",
+    "MNISTResNet",
     "ModelInfo",
     "VOneBlock",
     "VOneConfig",

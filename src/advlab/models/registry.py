@@ -3,7 +3,8 @@
 A factory is registered with :func:`register`, built with :func:`create` and described by
 :func:`model_info`. Metadata values may be constants or callables of the factory's bound
 arguments (a dict with defaults applied), so that, e.g., ``randomized`` can depend on
-``noise_mode``.
+``noise_mode``. Two fields are measured, never registered: the parameter count and the FLOPs
+of one forward pass (:attr:`ModelInfo.params`, :attr:`ModelInfo.forward_flops`).
 
 Example:
     >>> import torch
@@ -17,6 +18,8 @@ Example:
     torch.Size([2, 10])
     >>> model_info("doc-linear").randomized
     False
+    >>> model_info("doc-linear").params, model_info("doc-linear").forward_flops
+    (7850, 15680)
     >>> unregister("doc-linear")
 """
 
@@ -25,10 +28,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 __all__ = [
@@ -57,6 +62,18 @@ class ModelInfo:
         quick_train_size, quick_test_size: the data subset of ``advlab train --quick`` (two
             epochs) for this model, chosen so that the smoke run takes under two minutes on a
             2-core CPU (``None`` test size: the whole test set).
+        params: number of parameters of the model built with these arguments (measured by
+            :func:`model_info` on the meta device, so even a 70M-parameter model costs no
+            memory; ``None`` if the model cannot be built here, e.g. a missing optional
+            dependency).
+        forward_flops: FLOPs of one forward pass in eval mode on one example of
+            ``input_shape`` (zeros), counted by ``torch.utils.flop_counter.FlopCounterMode``:
+            convolutions and matrix products, a multiply-add counting 2, element-wise ops,
+            normalisation and pooling free. Training costs about 3x this per image (forward
+            plus backward). ``None`` if the forward pass cannot be run here.
+
+    ``params`` and ``forward_flops`` are measured, not registered, and do not take part in
+    ``==``.
     """
 
     name: str
@@ -67,10 +84,16 @@ class ModelInfo:
     reference: str = ""
     quick_train_size: int = 20000
     quick_test_size: int | None = None
+    params: int | None = field(default=None, compare=False)
+    forward_flops: int | None = field(default=None, compare=False)
 
 
-_METADATA_FIELDS = tuple(f.name for f in dataclasses.fields(ModelInfo) if f.name != "name")
+_MEASURED_FIELDS = ("params", "forward_flops")
+_METADATA_FIELDS = tuple(f.name for f in dataclasses.fields(ModelInfo)
+                         if f.name != "name" and f.name not in _MEASURED_FIELDS)
 _REQUIRED_METADATA = ("input_shape", "num_classes", "description")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -78,6 +101,7 @@ class _Entry:
     factory: Callable[..., nn.Module]
     metadata: Mapping[str, Any]
     signature: inspect.Signature
+    costs: dict[str, tuple[int | None, int | None]] = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, _Entry] = {}
@@ -185,7 +209,39 @@ def model_info(name: str, **kwargs: Any) -> ModelInfo:
     values["randomized"] = bool(values.get("randomized", False))
     if "quick_train_size" in values:
         values["quick_train_size"] = int(values["quick_train_size"])
+    values["params"], values["forward_flops"] = _costs(name, entry, arguments,
+                                                       values["input_shape"])
     return ModelInfo(name=name, **values)
+
+
+def _costs(name: str, entry: _Entry, arguments: Mapping[str, Any],
+           input_shape: tuple[int, ...]) -> tuple[int | None, int | None]:
+    """``(params, forward_flops)`` of the model built with ``arguments``, cached per entry.
+
+    Built on the meta device (no memory, no work) when the factory allows it, else on the CPU;
+    the global RNG state is restored afterwards, so measuring does not shift later draws.
+    """
+    key = repr(sorted(arguments.items()))
+    if key not in entry.costs:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        params = flops = None
+        with torch.random.fork_rng(devices=[]):
+            for device in ("meta", "cpu"):
+                try:
+                    with torch.device(device):
+                        model = entry.factory(**arguments)
+                    if params is None:
+                        params = sum(p.numel() for p in model.parameters())
+                    x = torch.zeros((1, *input_shape), device=device)
+                    with FlopCounterMode(display=False) as counter, torch.no_grad():
+                        model.eval()(x)
+                    flops = int(counter.get_total_flops())
+                    break
+                except Exception as exc:  # a cost we cannot measure is unknown, not an error
+                    log.debug("model_info(%r): no %s forward pass: %s", name, device, exc)
+        entry.costs[key] = (params, flops)
+    return entry.costs[key]
 
 
 def create(name: str, **kwargs: Any) -> nn.Module:

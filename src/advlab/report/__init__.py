@@ -33,12 +33,13 @@ from advlab._io import (
 )
 
 from .html import Report
-from .tables import Cell, Table, escape_markdown, format_value
+from .tables import Cell, Estimate, Table, escape_markdown, format_value
 
 _FIGURES = ("bar_chart", "line_plot", "multi_line_grid", "image_grid")
 
 __all__ = [
     "Cell",
+    "Estimate",
     "Report",
     "Table",
     "atomic_open",

@@ -346,10 +346,12 @@ def line_plot(
         if ylim is not None:
             ax.set_ylim(*ylim)
         ax.grid(True)
-        ax.set_title(title)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
-        if len(arrays) > 1:
+        ax.set_title(title)
+        if len(arrays) > 4:  # "best" would sit on some line: put a long legend beside the axes
+            fig.legend(loc="outside right center")
+        elif len(arrays) > 1:
             ax.legend(loc="best")
         return _save(fig, path, dpi)
 

@@ -42,7 +42,7 @@ from typing import Any
 
 from advlab._io import atomic_write_json, atomic_write_text, to_jsonable
 
-__all__ = ["Cell", "Table", "escape_markdown", "format_value"]
+__all__ = ["Cell", "Estimate", "Table", "escape_markdown", "format_value"]
 
 DEFAULT_FLOAT_FORMAT = ".2f"
 
@@ -62,6 +62,32 @@ class Cell:
             raise TypeError("a Cell cannot hold another Cell")
         if not isinstance(self.mark, str):
             raise TypeError(f"Cell mark must be a str, got {type(self.mark).__name__}")
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A rate (or any estimate) with its confidence interval: shown as ``"71.6 [68.7, 74.4]"``
+    in Markdown and HTML; the CSV gives the bounds their own columns (``"<column> lo"``,
+    ``"<column> hi"``) and the JSON keeps them in ``intervals``. ``mark`` as in :class:`Cell`.
+
+    Example::
+
+        >>> format_value(Estimate(71.62, 68.71, 74.39, "*"), ".1f")
+        '71.6 [68.7, 74.4]*'
+    """
+
+    value: float
+    lo: float
+    hi: float
+    mark: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("value", "lo", "hi"):
+            if not _is_number(getattr(self, name)):
+                raise TypeError(f"Estimate.{name} must be a number, got "
+                                f"{getattr(self, name)!r}")
+        if not isinstance(self.mark, str):
+            raise TypeError(f"Estimate mark must be a str, got {type(self.mark).__name__}")
 
 
 def _plain(value: Any) -> Any:
@@ -92,6 +118,9 @@ def format_value(value: Any, spec: str | None = None) -> str:
     """
     if isinstance(value, Cell):
         return format_value(value.value, spec) + value.mark
+    if isinstance(value, Estimate):
+        return (f"{format_value(float(value.value), spec)} [{format_value(float(value.lo), spec)}"
+                f", {format_value(float(value.hi), spec)}]{value.mark}")
     value = _plain(value)
     if value is None:
         return ""
@@ -283,7 +312,9 @@ class Table:
 
     def _format(self, column: str, value: Any) -> str:
         spec = self.formats.get(column)
-        raw = value.value if isinstance(value, Cell) else value
+        raw = value.value if isinstance(value, (Cell, Estimate)) else value
+        if isinstance(value, Estimate) and spec is None:
+            raw = float(raw)
         if spec is None and isinstance(raw, float):
             spec = self.float_format
         try:
@@ -299,18 +330,40 @@ class Table:
         """Per column: True when every non-empty value is a number (right-aligned)."""
         out = []
         for j in range(len(self.columns)):
-            values = [r[j].value if isinstance(r[j], Cell) else r[j] for r in self.rows]
+            values = [r[j].value if isinstance(r[j], (Cell, Estimate)) else r[j]
+                      for r in self.rows]
             values = [v for v in values if v is not None]
             out.append(bool(values) and all(_is_number(v) for v in values))
         return out
 
     # ------------------------------------------------------------------ renderers
+    def interval_columns(self) -> list[bool]:
+        """Per column: True when some value is an :class:`Estimate` (its CSV has bounds)."""
+        return [any(isinstance(r[j], Estimate) for r in self.rows)
+                for j in range(len(self.columns))]
+
     def to_csv_text(self) -> str:
-        """Header plus formatted rows as CSV text (``\\n`` line endings)."""
+        """Header plus formatted rows as CSV text (``\\n`` line endings). A column holding
+        :class:`Estimate` values is followed by ``"<column> lo"`` and ``"<column> hi"``, and
+        its own cells hold the estimate alone (mark included)."""
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(self.columns)
-        writer.writerows(self.formatted_rows())
+        bounds = self.interval_columns()
+        header: list[str] = []
+        for c, b in zip(self.columns, bounds):
+            header += [c, f"{c} lo", f"{c} hi"] if b else [c]
+        writer.writerow(header)
+        for raw_row, text_row in zip(self.rows, self.formatted_rows()):
+            out: list[str] = []
+            for c, b, raw, text in zip(self.columns, bounds, raw_row, text_row):
+                if not b:
+                    out.append(text)
+                elif isinstance(raw, Estimate):
+                    out += [self._format(c, Cell(float(raw.value), raw.mark)),
+                            self._format(c, float(raw.lo)), self._format(c, float(raw.hi))]
+                else:
+                    out += [text, "", ""]
+            writer.writerow(out)
         return buf.getvalue()
 
     def to_csv(self, path: str | os.PathLike[str]) -> Path:
@@ -362,7 +415,7 @@ class Table:
             cells = []
             for raw, text, num in zip(raw_row, text_row, numeric):
                 classes = ["num"] if num else []
-                mark = raw.mark if isinstance(raw, Cell) else ""
+                mark = raw.mark if isinstance(raw, (Cell, Estimate)) else ""
                 if mark and text.endswith(mark):
                     classes.append("marked")
                     body = f'{esc(text[: -len(mark)])}<span class="mark">{esc(mark)}</span>'
@@ -384,10 +437,15 @@ class Table:
 
         Keys: ``title``, ``columns``, ``notes``, ``formats``, ``float_format``, ``rows`` (raw
         values; nan / inf become null), ``formatted`` (the exact text of the Markdown / CSV /
-        HTML cells, marks included) and ``marks`` (the mark of each cell, ``""`` if none).
+        HTML cells, marks included), ``marks`` (the mark of each cell, ``""`` if none) and
+        ``intervals`` (``[lo, hi]`` of each :class:`Estimate`, else null).
         """
-        raw = [[v.value if isinstance(v, Cell) else v for v in row] for row in self.rows]
-        marks = [[v.mark if isinstance(v, Cell) else "" for v in row] for row in self.rows]
+        raw = [[v.value if isinstance(v, (Cell, Estimate)) else v for v in row]
+               for row in self.rows]
+        marks = [[v.mark if isinstance(v, (Cell, Estimate)) else "" for v in row]
+                 for row in self.rows]
+        intervals = [[[v.lo, v.hi] if isinstance(v, Estimate) else None for v in row]
+                     for row in self.rows]
         return {
             "title": self.title,
             "columns": list(self.columns),
@@ -397,6 +455,7 @@ class Table:
             "rows": to_jsonable(raw),
             "formatted": self.formatted_rows(),
             "marks": marks,
+            "intervals": to_jsonable(intervals),
         }
 
     def to_json(self, path: str | os.PathLike[str]) -> Path:

@@ -11,18 +11,30 @@ What :func:`run_momentum` writes into ``out_dir`` (``report.md`` + ``report.html
 * **Table 3** -- for each adversarially trained model held out, the logits ensemble of all
   the other models (normal and adversarially trained) against the held-out one.
 * **Figures** -- success vs decay factor mu (0..2), vs iterations T (I-FGSM vs MI-FGSM,
-  white-box and black-box), vs eps (the sweep that justifies the default eps), cosine
-  similarity of successive perturbations (I-FGSM vs MI-FGSM), and a few adversarial images.
-* Each table beside the paper's numbers (REFERENCE 1a), with a sentence stating whether the
-  paper's qualitative claim held, computed from the numbers (:func:`claims`); CSV + JSON of
-  every table (``tables/``), ``config.json`` (the resolved config) and ``results.json``.
+  white-box and black-box), vs eps, cosine similarity of successive perturbations (I-FGSM
+  vs MI-FGSM), and a few adversarial images.
+* **Uncertainty** -- every success rate with its 95 % Wilson interval (CSV columns
+  ``<column> lo`` / ``<column> hi``); each of Tables 1-3 side by side with the paper's
+  (same roles in rows and columns) and with a table of paired differences (exact McNemar
+  test per cell) naming the significant ones; every claim of the paper (:func:`claims`)
+  split into paired differences with bootstrap intervals over the images and called HELD,
+  NOT HELD or INCONCLUSIVE (:mod:`advlab.stats`).
+* **The eps rule** -- on MNIST, eps is chosen before any comparison by a declared rule on
+  I-FGSM alone (:attr:`MomentumConfig.eps_rule`: the smallest eps of the grid where I-FGSM
+  succeeds white-box on >= 95 % of held-apart images on every normal source); ``eps``
+  given overrides it.
+* CSV + JSON of every table (``tables/``), ``config.json`` (the resolved config, with each
+  role's architecture) and ``results.json`` (with the per-image outcomes).
 
 Two suites:
 
-* ``"mnist"``: the four plain zoo models play the paper's normal models (roles Inc-v3, Inc-v4,
-  IncRes-v2, Res-152) and three zoo models trained with ensemble adversarial training
-  (:mod:`advlab.train.advtrain`, Tramer et al. 2018) play Inc-v3ens3, Inc-v3ens4 and IncRes-v2ens.
-  Everything is trained on the fly and cached.
+* ``"mnist"``: four MNIST architectures that differ the way the paper's do
+  (:data:`MNIST_ZOO`, :mod:`advlab.models.paper_zoo`: Inception-v3-, Inception-v4- and
+  Inception-ResNet-v2-style nets and a deep bottleneck ResNet) play the normal models, and
+  copies of the Inc-v3 and IncRes-v2 analogues trained with ensemble adversarial training
+  (:mod:`advlab.train.advtrain`, Tramer et al. 2018) play Inc-v3ens3, Inc-v3ens4 and
+  IncRes-v2ens. ``models=[...]`` (``--models``) puts other zoo models, e.g. the student
+  report's four, in the normal roles. Everything is trained on the fly and cached.
 * ``"imagenet"``: timm models (:mod:`advlab.models.imagenet`, normalisation inside the
   wrapper) on an image folder or the NIPS 2017 dev-set layout
   (:mod:`advlab.data.imagefolder`), eps = 16/255, T = 10 (alpha = 1.6/255), mu = 1.
@@ -36,47 +48,41 @@ in; a repeated run recomputes nothing (``attack_calls == 0`` in the returned dic
 and tables share units (the decay sweep at mu = 1 *is* Table 1's MI-FGSM, T = 1 *is* FGSM).
 
 Under ``torchrun`` (``torchrun --standalone --nproc-per-node N -m advlab reproduce momentum``)
-the training units (normal models, then the adversarially trained ones) and then the clean
-predictions and attack chunks are dealt to the processes, which store them in the shared
-cache; rank 0 assembles the results from it and writes the same tables and figures as one
+the work is dealt to the processes in phases: the normal models' trainings, the eps rule's
+attacks (every process then applies the rule to the same cached numbers), the adversarially
+trained models, the clean predictions and attack chunks; the processes store them in the
+shared cache; rank 0 assembles the results from it and writes the same tables and figures as one
 process (:meth:`_Runner.share_work`).
 
-One progress bar covers the whole experiment, counting its units (trainings, clean
-predictions, attack chunks); the FLOPs of every unit are counted for the report.
+A progress bar per stage (normal models, eps rule, adversarially trained models, attacks)
+counts its units; the FLOPs of every unit are counted for the report.
 
-Profiles (``MomentumConfig.preset("quick" | "full")``): *full* follows the paper's protocol
-(1000 images, T = 10 / 20, mu grid 0..2 step 0.1, T = 1..20) with models trained as in the
-VOneNet-FGSM report (10 epochs, all 60k images); *quick* shrinks data (200 images, 50 for
-the ensemble tables, 100 for the figures), training (one epoch on a subset) and grids, and uses
-cheaper models: the 70M-parameter mnist-alexnet (Res-152's role) becomes a second mnist-mlp
-and the defended models are mnist-mlps (an AlexNet gradient costs about 45x a Basic-CNN's:
-348 vs 7.7 MFLOP per forward pass, and the ensemble tables take hundreds of gradients per
-image). The report states the measured time and the full profile's projected time (from
-its FLOP count at the rate measured in the run).
-
-Measured on the shared 2-core CPU this was written on: ``--quick`` takes 2 min 22 s from
-scratch with one torch thread (load average ~3; 2.95 TFLOP counted, 165 attack work units,
-7 models trained) and 17 s when repeated (0 attack calls); with two threads on the busy
-machine the same run took 7.5 min (OpenMP threads spin against each other: ``threads``).
-``--full`` counts 1.18 PFLOP (0.70 of it training, mostly mnist-alexnet's 10 epochs on 60k
-images; 1330 attack work units): about 14 h at the 23 GFLOP/s measured in the quick run.
+Profiles (``MomentumConfig.preset("quick" | "standard" | "full")``, the same seven models
+in each): *quick* is the CI smoke run (200 images, 100 for the ensemble tables and figures,
+small training; its verdicts are mostly INCONCLUSIVE: too few images to call a claim);
+*standard* (the command line's default) has the power to call one: Table 1 on 1000 images,
+Tables 2-3 and the sweeps on 500, one training epoch on all 60 000 images, in under 45 min on
+two CPU cores; *full* is the paper's protocol (1000 images everywhere, mu grid 0..2 step 0.1,
+T = 1..20, 10 training epochs). The README records the measured times.
 
 Modules:
 
 * :mod:`~advlab.experiments.momentum.paper`: the paper's attacks, model roles, fusions and
   Tables 1-3.
 * :mod:`~advlab.experiments.momentum.config`: :class:`ModelSpec`, :func:`specs_from_names`,
-  the default eps and :class:`MomentumConfig` with its profiles.
+  the MNIST zoo of the roles and :class:`MomentumConfig` with its profiles and eps rule.
 * :mod:`~advlab.experiments.momentum.plan`: the attacks and work units of every table and
   figure, and their chunks.
 * :mod:`~advlab.experiments.momentum.members`: the models of a run, their training configs
   and FLOP counts.
-* :mod:`~advlab.experiments.momentum.runner`: the run: data, trainings, cached work units,
-  the torchrun dealing.
+* :mod:`~advlab.experiments.momentum.runner`: the run: data, trainings, the eps rule,
+  cached work units, the torchrun dealing.
 * :mod:`~advlab.experiments.momentum.results`: success rates and cosines from the cached
   predictions.
-* :mod:`~advlab.experiments.momentum.verdicts`: which of the paper's claims held.
-* :mod:`~advlab.experiments.momentum.tables`: our tables beside the paper's.
+* :mod:`~advlab.experiments.momentum.verdicts`: which of the paper's claims held, with
+  paired bootstrap intervals.
+* :mod:`~advlab.experiments.momentum.tables`: our tables with intervals beside the paper's,
+  and the paired differences.
 * :mod:`~advlab.experiments.momentum.render`: the figures and the report.
 * :mod:`~advlab.experiments.momentum.cost`: the FLOP count of a run and the full profile's
   projected time.
@@ -93,8 +99,9 @@ Example:
 from __future__ import annotations
 
 from advlab.experiments.momentum.config import (
+    EPS_RULE_SUCCESS,
     IMAGENET_EPS,
-    MNIST_EPS,
+    MNIST_ZOO,
     PROFILES,
     SUITES,
     ModelSpec,
@@ -127,7 +134,8 @@ from advlab.experiments.momentum.verdicts import (
 __all__ = [
     "ATTACKS", "ROLES", "ADV_ROLES", "FUSIONS", "PAPER_TABLE1", "PAPER_TABLE2", "PAPER_TABLE3",
     "ModelSpec", "MomentumConfig", "Claim", "run_momentum", "estimate_cost", "claims",
-    "SUITES", "PROFILES", "MNIST_EPS", "IMAGENET_EPS", "specs_from_names", "paper_claims",
+    "SUITES", "PROFILES", "EPS_RULE_SUCCESS", "MNIST_ZOO", "IMAGENET_EPS", "specs_from_names",
+    "paper_claims",
     "claim_table1", "claim_table2", "claim_table3", "claim_decay", "claim_iterations",
     "claim_cosine",
 ]

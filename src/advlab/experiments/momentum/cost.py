@@ -22,10 +22,10 @@ def _projection(cfg: MomentumConfig, rate: float, flops: dict[str, float]
         return None
     try:
         full = MomentumConfig.preset("full", cfg.suite, device=cfg.device,
-                                     labels=cfg.labels, eps=cfg.eps,
+                                     labels=cfg.labels, eps=cfg.eps, normal=cfg.normal,
+                                     adversarial=cfg.adversarial,
                                      **({} if cfg.suite == "mnist" else
-                                        {"normal": cfg.normal, "adversarial": cfg.adversarial,
-                                         "pretrained": cfg.pretrained}))
+                                        {"pretrained": cfg.pretrained}))
         cost = estimate_cost(full, flops=None if cfg.suite == "mnist" else flops)
     except Exception as e:  # noqa: BLE001 - a projection must never break the report
         log.warning("no projection of the full profile: %s", e)
@@ -46,7 +46,12 @@ def estimate_cost(cfg: MomentumConfig, flops: dict[str, float] | None = None
 
     ``flops`` maps roles to forward FLOPs per image; by default they are counted from the
     architectures (MNIST; ImageNet needs the models built, so pass them)."""
+    import dataclasses
+
     members = {}
+    rule = cfg.eps is None
+    if rule:  # the cost does not depend on the eps value the rule will pick
+        cfg = dataclasses.replace(cfg, eps=max(cfg.eps_grid))
     if flops is None:
         if cfg.suite != "mnist":
             raise ValueError("pass flops=... for the imagenet suite (FLOPs per forward pass)")
@@ -58,6 +63,11 @@ def estimate_cost(cfg: MomentumConfig, flops: dict[str, float] | None = None
     attack = 0.0
     targets = sum(flops.values()) + _OVERHEAD * len(flops)
     n_units = 0
+    if rule:  # the eps rule: I-FGSM from every normal source at every eps of the grid
+        for s in cfg.normal:
+            src = flops[s.role] + _OVERHEAD
+            n_units += len(cfg.eps_grid)
+            attack += len(cfg.eps_grid) * cfg.eps_rule_images * (2 * cfg.steps + 1) * src
     for u in plan.units():
         src = sum(flops[r] for r in u.source) + _OVERHEAD * len(u.source)
         for s, e in _chunks_of(u, cfg.chunk_size):

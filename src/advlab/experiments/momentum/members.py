@@ -68,7 +68,8 @@ def _mnist_train_cfgs(cfg: MomentumConfig, cache_dir: Path) -> dict[str, Any]:
     for s in cfg.normal:
         out[s.role] = TrainConfig(s.arch, epochs=cfg.train_epochs, train_size=cfg.train_size,
                                   test_size=cfg.train_test_size, seed=cfg.seed + s.seed,
-                                  device=cfg.device, data_root=cfg.data_root)
+                                  batch_size=cfg.train_batch_size, device=cfg.device,
+                                  data_root=cfg.data_root)
     return out
 
 
@@ -92,10 +93,17 @@ def _advtrain_cfg(cfg: MomentumConfig, spec: ModelSpec, members: dict[str, _Memb
 
     return AdvTrainConfig(
         spec.arch, static=tuple(str(members[r].checkpoint) for r in spec.static),
-        eps=float(cfg.advtrain_eps or cfg.eps), schedule=cfg.advtrain_schedule,
+        eps=float(_advtrain_eps(cfg)), schedule=cfg.advtrain_schedule,
         epochs=cfg.advtrain_epochs, train_size=cfg.advtrain_size,
+        batch_size=cfg.train_batch_size,
         test_size=cfg.train_test_size, seed=cfg.seed + spec.seed, device=cfg.device,
         data_root=cfg.data_root)
+
+
+def _advtrain_eps(cfg: MomentumConfig) -> float | None:
+    """The eps of ensemble adversarial training: ``advtrain_eps``, else the attack's eps
+    (None while the eps rule has not chosen it)."""
+    return cfg.advtrain_eps or cfg.eps
 
 
 def _build_members(cfg: MomentumConfig, cache_dir: Path) -> dict[str, _Member]:
@@ -117,7 +125,8 @@ def _build_members(cfg: MomentumConfig, cache_dir: Path) -> dict[str, _Member]:
         for s in cfg.adversarial:
             fl = _forward_flops(lambda a=s.arch: create(a), (1, 28, 28))
             ident = {"arch": s.arch, "static": [members[r].config_key for r in s.static],
-                     "eps": float(cfg.advtrain_eps or cfg.eps), "epochs": cfg.advtrain_epochs,
+                     "eps": _advtrain_eps(cfg), "epochs": cfg.advtrain_epochs,
+                     "batch_size": cfg.train_batch_size,
                      "train_size": cfg.advtrain_size, "test_size": cfg.train_test_size,
                      "schedule": cfg.advtrain_schedule, "seed": cfg.seed + s.seed,
                      "recipe": "advtrain-defaults-v1"}

@@ -10,20 +10,28 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from advlab._io import jsonable
-from advlab.experiments.momentum.config import MomentumConfig, _mnist_models
+from advlab.experiments.momentum.config import MomentumConfig
 from advlab.experiments.momentum.cost import _projection
 from advlab.experiments.momentum.paper import ATTACKS
 from advlab.experiments.momentum.tables import (
+    _differences1,
+    _differences2,
+    _differences3,
+    _eps_rule_table,
     _figure_tables,
     _fmt_eps,
     _models_table,
     _paper_table1,
     _paper_table2,
     _paper_table3,
+    _side1,
+    _side2,
+    _side3,
     _sweep_table,
     _table1,
     _table2,
     _table3,
+    significance_sentence,
 )
 from advlab.experiments.momentum.verdicts import Claim, _mean, claims, paper_claims
 from advlab.report import Report, Table, atomic_write_json
@@ -48,9 +56,9 @@ def _figures(results: dict[str, Any], cfg: MomentumConfig, labels: dict[str, str
     series = {}
     for r in normal + adv:
         tag = "white-box" if r == src0 else "black-box"
-        series[f"{labels[r]} ({tag})"] = [results["decay"][m][r] for m in mus]
+        series[f"{r} ({tag})"] = [results["decay"][m][r] for m in mus]
     p = line_plot([float(m) for m in mus], series, fig_dir / "decay.png",
-                  f"MI-FGSM from {labels[src0]}: success vs decay factor",
+                  f"MI-FGSM from {src0}: success vs decay factor",
                   "decay factor mu", "success rate", percent=True)
     figs.append((p, f"Success rate of MI-FGSM crafted on {labels[src0]} (eps = "
                     f"{_fmt_eps(cfg.eps)}, T = {cfg.steps}) vs the decay factor mu; mu = 0 is "
@@ -64,7 +72,8 @@ def _figures(results: dict[str, Any], cfg: MomentumConfig, labels: dict[str, str
             ts = sorted(int(k.split("|")[1]) for k in results["iterations"]
                         if k.startswith(a + "|"))
             lines[a] = (ts, [results["iterations"][f"{a}|{t}"][r] for t in ts])
-        panels[f"{labels[r]} ({tag})"] = lines
+        # role first, architecture on a second line: the zoo's names are too long for one
+        panels[f"{r} ({tag})\n{labels[r].removesuffix(f' ({r})')}"] = lines
     p = multi_line_grid(panels, fig_dir / "iterations.png",
                         f"Success vs number of iterations, source {labels[src0]}", "T",
                         "success rate", percent=True, ncols=min(4, len(panels)))
@@ -86,8 +95,8 @@ def _figures(results: dict[str, Any], cfg: MomentumConfig, labels: dict[str, str
                         f"Success vs eps, source {labels[src0]}", "eps", "success rate",
                         percent=True, ncols=len(panels))
     figs.append((p, f"FGSM, I-FGSM and MI-FGSM crafted on {labels[src0]} (T = {cfg.steps}) vs "
-                    f"eps; the default eps = {_fmt_eps(cfg.eps)} is where the black-box "
-                    f"numbers are informative (see the eps-sweep table)."))
+                    f"eps; the eps used, {_fmt_eps(cfg.eps)}, was chosen by the rule above "
+                    f"(see the eps-sweep table)."))
     cos = results["cosine"]
     if cos:
         n = len(next(iter(cos.values())))
@@ -123,10 +132,66 @@ def _comparison_sentence(ours: list[Claim], paper: list[Claim], names: Sequence[
     for c in ours:
         if c.name in names:
             p = pmap.get(c.name)
-            ref = "" if p is None else f" (on the paper's own numbers: " \
-                f"{'held' if p.held else 'did not hold'})"
+            ref = "" if p is None else \
+                f" On the paper's own numbers (point estimates): {p.verdict}."
             parts.append(c.sentence() + ref)
     return "\n".join(parts)
+
+
+def _setup_text(runner: _Runner, cfg: MomentumConfig) -> str:
+    attacked = "the ground-truth labels" if cfg.labels == "true" else \
+        "the source's clean prediction (as the authors' code)"
+    setup = (
+        f"Data: {runner.data_desc}. Threat model: L-inf, eps = {_fmt_eps(cfg.eps)} in [0, 1] "
+        f"pixel units, adversarial images clipped to [0, 1]; untargeted; attacks on the "
+        f"models in eval mode. Step alpha = eps/T, T = {cfg.steps} for single models and the "
+        f"figures, T = {cfg.ensemble_steps} for the ensemble tables, mu = {cfg.decay:g}. "
+        f"The attack uses {attacked}; "
+        f"success = the target's prediction on the adversarial image differs from the ground "
+        f"truth, over all images (the paper's measure) and, in the *_on_correct tables, over "
+        f"the images the target classifies correctly. Every rate carries its 95 % Wilson "
+        f"interval; every comparison is paired (same images).")
+    if cfg.suite == "mnist":
+        setup += (
+            "\nRoles: the paper's four normal ImageNet models are played by four MNIST "
+            "architectures that differ the way they do (" +
+            ", ".join(f"{s.role}: {s.arch}" for s in cfg.normal) + "), and its three "
+            "ensemble-adversarially trained models by copies of the architecture of the model "
+            "they extend, trained with ensemble adversarial training (advlab.train.advtrain, "
+            "Tramer et al. 2018: half of each batch replaced by FGSM examples from the model "
+            "itself or, in turn, from static pre-trained normal models: " +
+            "; ".join(f"{s.role} = {s.arch}, static {', '.join(s.static)}"
+                      for s in cfg.adversarial) +
+            "), at the attack's eps, as Tramer et al. trained at the budget they were "
+            "attacked with. Which ImageNet models Tramer et al. used as static models could "
+            "not be checked here: the statics are the other normal roles except Res-152, "
+            "which stays a black box for every defended model.")
+        setup += (f" Training: normal models {cfg.train_epochs} epoch(s) on "
+                  f"{cfg.train_size or 60000} images, defended ones {cfg.advtrain_epochs} "
+                  f"epoch(s) on {cfg.advtrain_size or 60000} images (Adam, lr 1e-3, batch "
+                  f"{cfg.train_batch_size}).")
+    else:
+        setup += ("\nModels: timm ports of the paper's TF-slim models with input "
+                  "normalisation inside the wrapper; Inc-v3ens3, Inc-v3ens4 and Res-152 are not "
+                  "in timm (the adversarially trained columns are the timm ones available). "
+                  "Adversarial images are stored as 8-bit images (like the competition's PNGs), "
+                  "rounded inside the eps-ball.")
+    return setup
+
+
+def _eps_text(results: dict[str, Any], cfg: MomentumConfig) -> str:
+    rule = results.get("eps_rule") or {}
+    if rule.get("given", True):
+        return (f"eps = {_fmt_eps(cfg.eps)} was given (--eps / the config), so the rule "
+                f"({cfg.eps_rule}) was not run.") if cfg.suite == "mnist" else \
+            f"eps = {_fmt_eps(cfg.eps)}, the paper's budget."
+    per = rule["success"][f"{rule['chosen']:g}"]
+    verdict = "met" if rule["met"] else "NOT met anywhere on the grid"
+    return (f"The eps of this run was chosen before any comparison, by a rule on I-FGSM "
+            f"alone: {rule['rule']}. The rule was {verdict}: eps = {_fmt_eps(rule['chosen'])} "
+            f"(I-FGSM white-box there: " +
+            ", ".join(f"{r} {v:.1f} %" for r, v in per.items()) + "). MI-FGSM played no "
+            "part in the choice; --eps overrides it.")
 
 
 def _write_outputs(runner: _Runner, results: dict[str, Any], out: Path,
@@ -138,16 +203,25 @@ def _write_outputs(runner: _Runner, results: dict[str, Any], out: Path,
         "models": _models_table(results, cfg),
         "table1": _table1(results, cfg, labels, "success"),
         "table1_on_correct": _table1(results, cfg, labels, "success_on_correct"),
+        "table1_side_by_side": _side1(results, cfg),
+        "table1_differences": _differences1(results, cfg),
         "paper_table1": _paper_table1(),
     }
     if results["table2"]:
         tables["table2"] = _table2(results, cfg, labels, "success")
         tables["table2_on_correct"] = _table2(results, cfg, labels, "success_on_correct")
+        tables["table2_side_by_side"] = _side2(results, cfg)
+        tables["table2_differences"] = _differences2(results, cfg)
     tables["paper_table2"] = _paper_table2()
     if results["table3"]:
         tables["table3"] = _table3(results, cfg, labels, "success")
         tables["table3_on_correct"] = _table3(results, cfg, labels, "success_on_correct")
+        tables["table3_side_by_side"] = _side3(results, cfg)
+        tables["table3_differences"] = _differences3(results, cfg)
     tables["paper_table3"] = _paper_table3()
+    rule_table = _eps_rule_table(results, cfg)
+    if rule_table is not None:
+        tables["eps_rule"] = rule_table
     sweep, informative = _sweep_table(results, cfg)
     tables["eps_sweep"] = sweep
     tables.update(_figure_tables(results, cfg, labels))
@@ -156,8 +230,8 @@ def _write_outputs(runner: _Runner, results: dict[str, Any], out: Path,
         t.to_json(tables_dir / f"{name}.json")
     ours = claims(results, cfg)
     paper = paper_claims()
-    results["claims"] = [dataclasses.asdict(c) for c in ours]
-    results["paper_claims"] = [dataclasses.asdict(c) for c in paper]
+    results["claims"] = [_claim_dict(c) for c in ours]
+    results["paper_claims"] = [_claim_dict(c) for c in paper]
     results["informative_eps"] = informative
     figs = _figures(results, cfg, labels, out / "figures", runner)
 
@@ -166,89 +240,51 @@ def _write_outputs(runner: _Runner, results: dict[str, Any], out: Path,
                  subtitle=f"Dong et al., CVPR 2018 -- profile {cfg.profile}, "
                           f"eps = {_fmt_eps(cfg.eps)}, labels = {cfg.labels}")
     rep.add_heading("Setup")
-    attacked = "the ground-truth labels" if cfg.labels == "true" else \
-        "the source's clean prediction (as the authors' code)"
-    setup = (
-        f"Data: {runner.data_desc}. Threat model: L-inf, eps = {_fmt_eps(cfg.eps)} in [0, 1] "
-        f"pixel units, adversarial images clipped to [0, 1]; untargeted; attacks on the "
-        f"models in eval mode. Step alpha = eps/T, T = {cfg.steps} for single models and the "
-        f"figures, T = {cfg.ensemble_steps} for the ensemble tables, mu = {cfg.decay:g}. "
-        f"The attack uses {attacked}; "
-        f"success = the target's prediction on the adversarial image differs from the ground "
-        f"truth, over all images (the paper's measure) and, in the *_on_correct tables, over "
-        f"the images the target classifies correctly.")
-    if cfg.suite == "mnist":
-        setup += (
-            "\nRoles: the paper's four normal ImageNet models are played by MNIST zoo models "
-            "and its three ensemble-adversarially trained models by zoo models trained with "
-            "ensemble adversarial training (advlab.train.advtrain, Tramer et al. 2018: half of "
-            "each "
-            "batch replaced by FGSM examples from the model itself or, in turn, from static "
-            "pre-trained normal models), at the attack's eps, as Tramer et al. trained at the "
-            "budget they were attacked with.")
-        full_specs = {s.role: s.arch for s in sum(_mnist_models("full"), ())}
-        swaps = [f"{s.role}: {s.arch} instead of {full_specs[s.role]}" for s in cfg.models
-                 if s.role in full_specs and full_specs[s.role] != s.arch]
-        setup += (f" Training: normal models {cfg.train_epochs} epoch(s) on "
-                  f"{cfg.train_size or 60000} images, defended ones {cfg.advtrain_epochs} "
-                  f"epoch(s) on {cfg.advtrain_size or 60000} images (Adam, lr 1e-3, batch 64).")
-        if swaps:
-            setup += (" Cheaper models than the full profile (mnist-alexnet's forward pass "
-                      "costs 348 MFLOP, 45x mnist-cnn's, and the ensemble tables take "
-                      "hundreds of gradients per image): " + "; ".join(swaps) + ".")
-    else:
-        setup += ("\nModels: timm ports of the paper's TF-slim models with input "
-                  "normalisation inside the wrapper; Inc-v3ens3, Inc-v3ens4 and Res-152 are not "
-                  "in timm (the adversarially trained columns are the timm ones available). "
-                  "Adversarial images are stored as 8-bit images (like the competition's PNGs), "
-                  "rounded inside the eps-ball.")
-    rep.add_paragraph(setup)
+    rep.add_paragraph(_setup_text(runner, cfg))
     rep.add_table(tables["models"])
+    rep.add_heading("The eps, chosen before the comparison")
+    rep.add_paragraph(_eps_text(results, cfg))
+    if rule_table is not None:
+        rep.add_table(rule_table)
     rep.add_heading("Which of the paper's claims held")
+    rep.add_paragraph(
+        "Each claim is split into paired differences with a 95 % bootstrap interval over the "
+        "images (2000 resamples): HELD when every interval lies above zero, NOT HELD when one "
+        "lies below, INCONCLUSIVE otherwise (the data cannot tell). 'paper' is the same "
+        "difference on the paper's tables.")
     rep.add_paragraph("\n".join(f"• {c.sentence()}" for c in ours))
 
-    rep.add_heading("Table 1: attacking a single model")
-    rep.add_paragraph(_comparison_sentence(ours, paper, ("mi_transfers", "adv_harder")))
-    rep.add_table(tables["table1"]).add_table(tables["paper_table1"])
-    rep.add_table(tables["table1_on_correct"])
-    rep.add_heading("Table 2: attacking an ensemble of normal models")
-    if "table2" in tables:
-        rep.add_paragraph(_comparison_sentence(ours, paper, ("logits_fusion", "ensemble_mi")))
-        rep.add_table(tables["table2"])
-    else:
-        rep.add_paragraph("Not computed: it needs at least three normal models.")
-    rep.add_table(tables["paper_table2"])
-    if "table2" in tables:
-        rep.add_table(tables["table2_on_correct"])
-    rep.add_heading("Table 3: ensembles against adversarially trained models")
-    if "table3" in tables:
-        rep.add_paragraph(_comparison_sentence(ours, paper, ("ens_vs_adv",)))
-        rep.add_table(tables["table3"])
-    else:
-        rep.add_paragraph("Not computed: no adversarially trained model in this run.")
-    rep.add_table(tables["paper_table3"])
-    if "table3" in tables:
-        rep.add_table(tables["table3_on_correct"])
+    for k, title in (("1", "Table 1: attacking a single model"),
+                     ("2", "Table 2: attacking an ensemble of normal models"),
+                     ("3", "Table 3: ensembles against adversarially trained models")):
+        rep.add_heading(title)
+        names = {"1": ("mi_transfers", "adv_harder"), "2": ("logits_fusion", "ensemble_mi"),
+                 "3": ("ens_vs_adv",)}[k]
+        if f"table{k}_side_by_side" not in tables:
+            rep.add_paragraph("Not computed: it needs at least three normal models." if k == "2"
+                              else "Not computed: no adversarially trained model in this run.")
+            rep.add_table(tables[f"paper_table{k}"])
+            continue
+        rep.add_paragraph(_comparison_sentence(ours, paper, names))
+        rep.add_table(tables[f"table{k}_side_by_side"])
+        diff = tables[f"table{k}_differences"]
+        rep.add_paragraph("Significant differences: " + significance_sentence(diff))
+        rep.add_table(diff)
+        rep.add_table(tables[f"table{k}_on_correct"])
 
     rep.add_heading("Figures")
     rep.add_paragraph("\n".join(f"• {c.sentence()}" for c in ours
                                 if c.name in ("decay_peak", "iterations", "cosine")))
     for p, cap in figs:
         rep.add_figure(p, cap)
-    rep.add_heading("Choice of eps", level=3)
-    if informative:
-        verdict = ("is" if any(abs(e - cfg.eps) < 1e-9 for e in informative) else "is NOT") \
-            + " informative"
-    else:
-        verdict = "cannot be judged informative (no eps value of the sweep is)"
+    rep.add_heading("Eps sweep", level=3)
+    used = "is" if any(abs(e - cfg.eps) < 1e-9 for e in informative) else "is NOT"
     rep.add_paragraph(
-        f"The default eps = {_fmt_eps(cfg.eps)} {verdict}: informative eps values in this "
-        f"run: {', '.join(_fmt_eps(e) for e in informative) or 'none'}. Informative means "
-        f"the paper's regime at 16/255 on ImageNet: iterative white-box attacks succeed "
-        f"(>= 95 %) while black-box success is neither floor nor ceiling (10-90 %). On MNIST "
-        f"a large eps (0.3, the usual MNIST budget, or more) makes every attack transfer to "
-        f"nearly every normal model, so the tables would compare nothing; a small eps leaves "
-        f"even the white-box attacks short of 100 %.")
+        f"The eps used, {_fmt_eps(cfg.eps)}, {used} in the informative regime of this sweep "
+        f"(informative: {', '.join(_fmt_eps(e) for e in informative) or 'none'}): iterative "
+        f"white-box attacks succeed (>= 95 %) while black-box success is neither floor nor "
+        f"ceiling (10-90 %). The sweep is shown after the fact; the eps was fixed by the rule "
+        f"above.")
     rep.add_table(tables["eps_sweep"])
 
     rep.add_heading("Reproducibility and cost")
@@ -260,9 +296,9 @@ def _write_outputs(runner: _Runner, results: dict[str, Any], out: Path,
     results["total_seconds"] = time.perf_counter() - t_start
     lines = [
         f"Wall time of this run: {results['total_seconds']:.1f} s; attack calls (adversarial "
-        f"chunks generated, not served from the cache): {results['attack_calls']} of "
-        f"{results['planned']['attack_units']} work units; models trained: "
-        f"{results['trainings']}; computed {results['computed_gflop']:.1f} GFLOP in "
+        f"chunks generated, not served from the cache): {results['attack_calls']} "
+        f"({results['planned']['attack_units']} table and figure work units); models "
+        f"trained: {results['trainings']}; computed {results['computed_gflop']:.1f} GFLOP in "
         f"{results['compute_seconds']:.1f} s.",
         f"Cache: {results['cache_dir']} (adversarial examples and predictions keyed by the "
         f"resolved config; re-running recomputes nothing, a killed run resumes).",
@@ -277,3 +313,9 @@ def _write_outputs(runner: _Runner, results: dict[str, Any], out: Path,
     rep.write(out)
     return out / "report.html"
 
+
+def _claim_dict(c: Claim) -> dict[str, Any]:
+    d = dataclasses.asdict(c)
+    d["held"] = c.held
+    d["sentence"] = c.sentence()
+    return d

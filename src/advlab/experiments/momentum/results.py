@@ -3,14 +3,16 @@ of every target on the clean and adversarial chunks."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from advlab.experiments.momentum.config import MomentumConfig
 from advlab.experiments.momentum.members import _Member
 from advlab.experiments.momentum.plan import _Chunk, _Plan, _Unit
+from advlab.stats import wilson_interval
 
 
 @dataclass
@@ -24,9 +26,13 @@ class _Results:
     clean: dict[tuple[int, int], dict[str, torch.Tensor]]
     preds: dict[tuple, dict[str, torch.Tensor]]
     y: torch.Tensor
+    per_image: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def outcome(self, chunks: list[_Chunk], target: str) -> dict[str, float]:
-        """Success % of the attack over its chunks on ``target`` (a role or ``"source"``)."""
+    def outcome(self, chunks: list[_Chunk], target: str, name: str = "") -> dict[str, float]:
+        """Success % of the attack over its chunks on ``target`` (a role or ``"source"``)
+        with its 95 % Wilson interval (``success_lo`` / ``success_hi``), also over the
+        images the target classifies correctly; with a ``name``, the per-image successes
+        are kept in :attr:`per_image` (for the paired comparisons)."""
         adv, clean, ys = [], [], []
         for ch in chunks:
             p = self.preds[ch.ident]
@@ -41,15 +47,26 @@ class _Results:
         a, c, y = torch.cat(adv), torch.cat(clean), torch.cat(ys)
         success = a != y
         correct = c == y
-        n_ok = int(correct.sum())
-        return {"success": 100 * float(success.float().mean()),
-                "success_on_correct": (100 * float(success[correct].float().mean())
-                                       if n_ok else float("nan")),
-                "n": int(y.numel()), "n_correct": n_ok}
+        n_ok, n = int(correct.sum()), int(y.numel())
+        k, k_ok = int(success.sum()), int(success[correct].sum())
+        lo, hi = wilson_interval(k, n)
+        out = {"success": 100 * k / n, "success_lo": 100 * lo, "success_hi": 100 * hi,
+               "success_on_correct": 100 * k_ok / n_ok if n_ok else float("nan"),
+               "success_on_correct_lo": float("nan"), "success_on_correct_hi": float("nan"),
+               "n": n, "n_correct": n_ok}
+        if n_ok:
+            lo, hi = wilson_interval(k_ok, n_ok)
+            out["success_on_correct_lo"], out["success_on_correct_hi"] = 100 * lo, 100 * hi
+        if name:
+            unit = self.per_image.setdefault(name, {"n": n, "success": {}})
+            unit["success"][target] = pack_bits(success.numpy())
+        return out
 
-    def cosine(self, chunks: list[_Chunk]) -> list[float]:
-        cos = torch.cat([self.preds[c.ident]["cos"] for c in chunks])
-        return [float(v) for v in cos.mean(0)]
+    def cosine(self, chunks: list[_Chunk]) -> tuple[list[float], list[float]]:
+        """Mean cosine of each pair of successive steps, and per image the mean over the
+        pairs (rounded to 1e-6)."""
+        cos = torch.cat([self.preds[c.ident]["cos"] for c in chunks]).double()
+        return [float(v) for v in cos.mean(0)], [round(float(v), 6) for v in cos.mean(1)]
 
     def aggregate(self, plan: _Plan, per_unit: dict[_Unit, list[_Chunk]]) -> dict[str, Any]:
         """The numbers of every table and figure (the ``results`` of a run)."""
@@ -68,27 +85,48 @@ class _Results:
                 "clean_accuracy": 100 * float((clean == y).float().mean()),
                 "n": int(y.numel()), "checkpoint": str(m.checkpoint) if m.checkpoint else None,
                 "static": list(m.spec.static),
+                "params": (sum(int(p.numel()) for p in m.module.parameters())
+                           if m.module is not None else None),
+                "mflops": m.flops / 1e6 if m.flops else None,
                 "train_metrics": (m.card.get("metrics") or [None])[-1] if m.card else None}
         for (s, a), u in plan.table1.items():
-            res["table1"][f"{s}|{a}"] = {t: self.outcome(per_unit[u], t) for t in roles}
+            k = f"{s}|{a}"
+            res["table1"][k] = {t: self.outcome(per_unit[u], t, f"table1|{k}") for t in roles}
         for (h, f, a), u in plan.table2.items():
-            res["table2"][f"{h}|{f}|{a}"] = {"ensemble": self.outcome(per_unit[u], "source"),
-                                             "hold_out": self.outcome(per_unit[u], h)}
+            k = f"{h}|{f}|{a}"
+            res["table2"][k] = {"ensemble": self.outcome(per_unit[u], "source", f"table2|{k}"),
+                                "hold_out": self.outcome(per_unit[u], h, f"table2|{k}")}
         for (h, a), u in plan.table3.items():
-            res["table3"][f"{h}|{a}"] = {"ensemble": self.outcome(per_unit[u], "source"),
-                                         "hold_out": self.outcome(per_unit[u], h)}
+            k = f"{h}|{a}"
+            res["table3"][k] = {"ensemble": self.outcome(per_unit[u], "source", f"table3|{k}"),
+                                "hold_out": self.outcome(per_unit[u], h, f"table3|{k}")}
         for mu, u in plan.decay.items():
-            res["decay"][f"{mu:g}"] = {t: self.outcome(per_unit[u], t)["success"]
-                                       for t in roles}
+            k = f"{mu:g}"
+            res["decay"][k] = {t: self.outcome(per_unit[u], t, f"decay|{k}")["success"]
+                               for t in roles}
         for (a, t), u in plan.iters.items():
-            res["iterations"][f"{a}|{t}"] = {r: self.outcome(per_unit[u], r)["success"]
-                                             for r in roles}
+            k = f"{a}|{t}"
+            res["iterations"][k] = {r: self.outcome(per_unit[u], r, f"iterations|{k}")["success"]
+                                    for r in roles}
         for (a, e), u in plan.eps.items():
-            res["eps_sweep"][f"{a}|{e:g}"] = {r: self.outcome(per_unit[u], r)["success"]
-                                              for r in roles}
+            k = f"{a}|{e:g}"
+            res["eps_sweep"][k] = {r: self.outcome(per_unit[u], r, f"eps_sweep|{k}")["success"]
+                                   for r in roles}
         src0 = cfg.normal[0].role
+        res["cosine_per_image"] = {}
         for a in ("I-FGSM", "MI-FGSM"):
             u = plan.table1[(src0, a)]
             if u.attack.steps > 1:
-                res["cosine"][a] = self.cosine(per_unit[u])
+                res["cosine"][a], res["cosine_per_image"][a] = self.cosine(per_unit[u])
+        res["per_image"] = self.per_image
         return res
+
+
+def pack_bits(flags: np.ndarray) -> str:
+    """Booleans as a hex string (8 per byte, first flag in the high bit)."""
+    return np.packbits(np.asarray(flags, dtype=bool)).tobytes().hex()
+
+
+def unpack_bits(text: str, n: int) -> np.ndarray:
+    """The inverse of :func:`pack_bits` for ``n`` flags."""
+    return np.unpackbits(np.frombuffer(bytes.fromhex(text), dtype=np.uint8))[:n].astype(bool)

@@ -3,10 +3,11 @@ predictions, adversarial chunks and their predictions), dealt to the ranks under
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from torch import nn
 from advlab import _progress
 from advlab._io import Store, bytes_to_state, config_hash
 from advlab.attacks import Ensemble
-from advlab.experiments.momentum.config import ModelSpec, MomentumConfig
+from advlab.experiments.momentum.config import MomentumConfig
 from advlab.experiments.momentum.members import (
     _OVERHEAD,
     _advtrain_cfg,
@@ -26,7 +27,7 @@ from advlab.experiments.momentum.members import (
     _load_imagenet_members,
     _Member,
 )
-from advlab.experiments.momentum.plan import _Chunk, _chunks_of, _Plan, _plan, _Unit
+from advlab.experiments.momentum.plan import _Chunk, _chunks_of, _Plan, _plan, _spec, _Unit
 from advlab.experiments.momentum.results import _Results
 from advlab.train.cached import checkpoint_dir
 
@@ -62,17 +63,28 @@ class _Runner:
         self.computed_flops = 0.0
         self.compute_seconds = 0.0
         self.notes: list[str] = []
+        self.eps_rule: dict[str, Any] = {}
         self._ens: dict[tuple[tuple[str, ...], str], Ensemble] = {}
 
     # -- data ----------------------------------------------------------------------------
     def load_data(self) -> None:
         cfg = self.cfg
+        self.n_rule = cfg.eps_rule_images if cfg.eps is None else 0
         if cfg.suite == "mnist":
             from advlab.train import load_split
 
-            x, y = load_split("test", cfg.n_total, cfg.data_root, "cpu")
+            x, y = load_split("test", cfg.n_total + self.n_rule, cfg.data_root, "cpu")
             self.ids = [str(i) for i in range(x.shape[0])]
-            self.data_desc = f"MNIST test split, first {x.shape[0]} images"
+            n_eval = min(cfg.n_total, x.shape[0])
+            self.data_desc = f"MNIST test split, first {n_eval} images"
+            if self.n_rule:
+                self.n_rule = min(self.n_rule, max(0, x.shape[0] - cfg.n_total))
+                if self.n_rule == 0:
+                    raise ValueError(f"the eps rule needs test images after the "
+                                     f"{cfg.n_total} evaluation images, but there are only "
+                                     f"{x.shape[0]}: give eps, or fewer images")
+                self.data_desc += (f" (the eps rule: the next {self.n_rule}, "
+                                   f"{cfg.n_total}-{cfg.n_total + self.n_rule - 1})")
         else:
             from advlab.data.imagefolder import (
                 find_nips17_csv,
@@ -97,7 +109,7 @@ class _Runner:
             x, y, ids = loader(cfg.data_dir, size=size, limit=cfg.n_total)
             self.ids = list(ids)
             self.data_desc = f"{cfg.data_dir} ({layout}), {x.shape[0]} images at {size}x{size}"
-        if x.shape[0] < cfg.n_total:
+        if x.shape[0] < cfg.n_total + self.n_rule:
             self.notes.append(f"only {x.shape[0]} images are available: image counts capped")
             self.cfg = cfg = cfg.with_sizes(x.shape[0])
         self.x, self.y = x, y
@@ -127,50 +139,122 @@ class _Runner:
         m.module = module.eval().requires_grad_(False)
         m.card = card
 
-    def train_units(self) -> list[tuple[float, bool, Callable[[], None]]]:
-        """(cost, cached, run) for the MNIST models, normal ones first."""
-        from advlab.train.cached import ensure_trained
+    def train_units(self, kind: str) -> list[tuple[float, bool, Callable[[], None]]]:
+        """(cost, cached, run) of the MNIST models of one ``kind``: ``"normal"`` or
+        ``"adversarial"`` (these need the normal models trained and eps resolved)."""
+        from advlab.train.cached import ensure_advtrained, ensure_trained
 
-        units = []
+        units: list[tuple[float, bool, Callable[[], None]]] = []
         if self.cfg.suite != "mnist":
             return units
-        for s in self.cfg.normal:
-            m = self.members[s.role]
+        if kind == "normal":
+            for s in self.cfg.normal:
+                m = self.members[s.role]
 
-            def run(m: _Member = m) -> None:
-                if not _complete(m.checkpoint, m.train_cfg.epochs):
-                    self.trainings += 1
-                path = ensure_trained(m.train_cfg, self.cache_dir, progress=self.progress)
-                if Path(path) != m.checkpoint:  # pragma: no cover - ensure_trained changed
-                    m.checkpoint = Path(path)
-                self._load_member(m)
+                def run(m: _Member = m) -> None:
+                    if not _complete(m.checkpoint, m.train_cfg.epochs):
+                        self.trainings += 1
+                    path = ensure_trained(m.train_cfg, self.cache_dir, progress=self.progress)
+                    if Path(path) != m.checkpoint:  # pragma: no cover - ensure_trained changed
+                        m.checkpoint = Path(path)
+                    self._load_member(m)
 
-            units.append((m.train_cost, _complete(m.checkpoint, m.train_cfg.epochs), run))
+                units.append((m.train_cost, _complete(m.checkpoint, m.train_cfg.epochs), run))
+            return units
         for s in self.cfg.adversarial:
             m = self.members[s.role]
-            cached = False
-            if all(_complete(self.members[r].checkpoint, self.members[r].train_cfg.epochs)
-                   for r in s.static):
-                try:
-                    m.train_cfg = _advtrain_cfg(self.cfg, s, self.members)
-                    m.checkpoint = self._adv_path(m.train_cfg)
-                    cached = _complete(m.checkpoint, m.train_cfg.epochs)
-                except ValueError:
-                    cached = False
+            m.train_cfg = _advtrain_cfg(self.cfg, s, self.members)
+            m.checkpoint = self._adv_path(m.train_cfg)
 
-            def run(m: _Member = m, s: ModelSpec = s) -> None:
-                from advlab.train.cached import ensure_advtrained
-
-                m.train_cfg = _advtrain_cfg(self.cfg, s, self.members)
-                m.checkpoint = self._adv_path(m.train_cfg)
+            def run_adv(m: _Member = m) -> None:
                 if not _complete(m.checkpoint, m.train_cfg.epochs):
                     self.trainings += 1
                 m.checkpoint = Path(ensure_advtrained(m.train_cfg, self.cache_dir,
                                                       progress=self.progress))
                 self._load_member(m)
 
-            units.append((m.train_cost, cached, run))
+            units.append((m.train_cost, _complete(m.checkpoint, m.train_cfg.epochs), run_adv))
         return units
+
+    # -- the eps rule --------------------------------------------------------------------
+    def _rule_cfg(self, role: str, eps: float, s: int, e: int) -> dict[str, Any]:
+        return {"v": 1, "kind": "eps-rule", "source": self.members[role].key,
+                "attack": _spec("I-FGSM", eps, self.cfg.steps, 0.0).key(),
+                "labels": self.cfg.labels, "data": self.chunk_hash(s, e)}
+
+    def _rule_chunks(self) -> list[tuple[str, float, int, int]]:
+        start, stop = self.cfg.n_total, self.cfg.n_total + self.n_rule
+        return [(spec.role, float(eps), a, min(a + self.cfg.chunk_size, stop))
+                for spec in self.cfg.normal for eps in sorted(self.cfg.eps_grid)
+                for a in range(start, stop, self.cfg.chunk_size)]
+
+    def rule_preds(self, role: str, eps: float, s: int, e: int) -> torch.Tensor:
+        """The source's predictions on its own I-FGSM examples of images [s, e) (cached)."""
+        from advlab.evaluate import predict
+
+        cfg = self.cfg
+        src = self.members[role].module
+
+        def compute() -> dict[str, torch.Tensor]:
+            x = self.x[s:e].to(cfg.device)
+            y = self.y[s:e].to(cfg.device)
+            lab = y if cfg.labels == "true" else predict(src, x, cfg.batch_size)
+            x_adv = _spec("I-FGSM", eps, cfg.steps, 0.0).make().run(src, x, lab).x_adv
+            return {"pred": predict(src, x_adv, cfg.batch_size).cpu()}
+
+        calls = self.cache.calls
+        out = self.cache.get_or_compute("rule", self._rule_cfg(role, eps, s, e), compute)
+        if self.cache.calls > calls:
+            self.attack_calls += 1
+        return out["pred"]
+
+    def rule_units(self) -> list[tuple[float, str, Callable[[], Any]]]:
+        """(cost, cache key, run) of every chunk the eps rule attacks."""
+        out = []
+        for role, eps, s, e in self._rule_chunks():
+            key = self._rule_cfg(role, eps, s, e)
+            fl = self.members[role].flops + _OVERHEAD
+            cost = 0.0 if self.cache.path("rule", key).is_file() else \
+                (e - s) * (2 * self.cfg.steps + 1) * fl
+            out.append((cost, "rule:" + config_hash(key),
+                        lambda a=(role, eps, s, e): self.rule_preds(*a)))
+        return out
+
+    def resolve_eps(self) -> None:
+        """Apply the eps rule (its chunks must be computed or computable): set
+        ``self.cfg.eps``, rebuild the adversarially trained members for it, and record the
+        rule's numbers in ``self.eps_rule``."""
+        cfg = self.cfg
+        if self.eps_rule:  # resolved already (by share_work, on this rank)
+            return
+        if cfg.eps is not None:
+            self.eps_rule = {"rule": cfg.eps_rule, "given": True, "chosen": cfg.eps}
+            return
+        hits: dict[tuple[str, float], list[int]] = {}
+        for role, eps, s, e in self._rule_chunks():
+            ok = (self.rule_preds(role, eps, s, e) != self.y[s:e]).sum()
+            h = hits.setdefault((role, eps), [0, 0])
+            h[0] += int(ok)
+            h[1] += e - s
+        grid = sorted(cfg.eps_grid)
+        table = {f"{eps:g}": {s.role: 100.0 * hits[(s.role, eps)][0] / hits[(s.role, eps)][1]
+                              for s in cfg.normal} for eps in grid}
+        met = [eps for eps in grid
+               if min(table[f"{eps:g}"].values()) >= cfg.eps_rule_success]
+        chosen = met[0] if met else grid[-1]
+        self.eps_rule = {"rule": cfg.eps_rule, "given": False, "chosen": chosen,
+                         "met": bool(met), "images": self.n_rule,
+                         "first_image": cfg.n_total, "success": table,
+                         "counts": {f"{eps:g}": {s.role: hits[(s.role, eps)]
+                                                 for s in cfg.normal} for eps in grid}}
+        if not met:
+            self.notes.append(f"the eps rule was not met on the grid: the largest eps, "
+                              f"{chosen:g}, is used")
+        log.info("momentum: eps rule -> %g", chosen)
+        self.cfg = cfg = dataclasses.replace(cfg, eps=chosen)
+        fresh = _build_members(cfg, self.cache_dir)
+        for s in cfg.adversarial:
+            self.members[s.role] = fresh[s.role]
 
     def refresh_keys(self) -> None:
         """MNIST members: key = hash of the trained weights (from the checkpoint card) when
@@ -299,22 +383,6 @@ class _Runner:
                 else (se[1] - se[0]) * sum(m.flops + _OVERHEAD for m in self.members.values())
                 for se in sorted({(c.start, c.stop) for c in chunks})}
 
-    def plan_all(self, plan: _Plan) -> tuple[list, list[_Chunk], dict[tuple[int, int], float],
-                                              float]:
-        """Every training and attack unit with its cost, and ``self.planned``."""
-        train = self.train_units()
-        # plan every work unit now, for the costs and what is cached: members that are not
-        # trained yet have provisional keys, so nothing that depends on them counts as cached
-        self.refresh_keys()
-        _, chunks = self.make_chunks(plan)
-        clean_cost = self.clean_costs(chunks)
-        total = sum(c for c, cached, _ in train if not cached) + \
-            sum(c.cost for c in chunks) + sum(clean_cost.values())
-        self.planned = {"train_units": len(train), "attack_units": len(chunks),
-                        "attack_units_cached": sum(c.cached == "pred" for c in chunks),
-                        "gflop": total / 1e9}
-        return train, chunks, clean_cost, total
-
     def _timed(self, cost: float, fn: Callable[[], Any]) -> None:
         """Run a unit; count its FLOPs and seconds when it computes something (cost > 0)."""
         t0 = time.perf_counter()
@@ -342,39 +410,46 @@ class _Runner:
             self._timed(cost, fn)
         barrier()
 
-    def share_work(self, plan: _Plan) -> dict[str, Any] | None:
+    def _load_trained(self, kind: str,
+                      units: list[tuple[float, bool, Callable[[], None]]]) -> None:
+        specs = self.cfg.normal if kind == "normal" else self.cfg.adversarial
+        for (_, _, fn), s in zip(units, specs, strict=True):
+            if self.members[s.role].module is None:
+                fn()  # trained by another rank: load it from the cache
+
+    def share_work(self) -> dict[str, Any] | None:
         """Under torchrun: compute this rank's share of every unit into the shared cache.
 
-        Three phases, each dealt to the ranks and closed by a barrier: the normal models'
-        trainings; the adversarially trained models (they need the normal ones); the clean
-        predictions and attack chunks. Returns the plan as it stood before anything was
-        computed on rank 0, with the counters of all ranks summed into this runner (which
-        then assembles the results from the cache), and None on the other ranks."""
+        Four phases, each dealt to the ranks and closed by a barrier: the normal models'
+        trainings; the eps rule's attacks (every rank then applies the rule to the same
+        cached numbers); the adversarially trained models (they need the normal ones and
+        eps); the clean predictions and attack chunks. Returns what was cached when the
+        ranks started, with the counters of all ranks summed into this runner (which then
+        assembles the results from the cache), and None on the other ranks."""
         from advlab.evaluate.distributed import barrier, check_shared_dir, gather_results, get_rank
 
         rank, world = get_rank(), self.world
         check_shared_dir(self.cache_dir)
-        train, *_ = self.plan_all(plan)
-        planned = dict(self.planned)
+        train = self.train_units("normal")
         barrier()  # every rank planned (reading what is cached) before any rank writes
-        n_normal = len(self.cfg.normal) if self.cfg.suite == "mnist" else 0
-        # only the MNIST suite trains (ImageNet models come pretrained from timm)
-        for phase in ("normal", "adversarial") if self.cfg.suite == "mnist" else ():
-            units = train[:n_normal] if phase == "normal" else train[n_normal:]
-            specs = self.cfg.normal if phase == "normal" else self.cfg.adversarial
-            keys = [str(self.members[s.role].checkpoint) if phase == "normal" else
-                    str(self._adv_path(_advtrain_cfg(self.cfg, s, self.members)))
-                    for s in specs]
-            self._share([(0.0 if cached else cost, key, fn)
-                         for (cost, cached, fn), key in zip(units, keys, strict=True)],
-                        f"{phase} models", rank, world)
-            for (_, _, fn), s in zip(units, specs, strict=True):
-                if self.members[s.role].module is None:
-                    fn()  # trained by another rank: load it from the cache
-            # the adversarial units again: their static models are trained now
-            train = train[:n_normal] + self.train_units()[n_normal:]
+        self._share([(0.0 if cached else cost, str(self.members[s.role].checkpoint), fn)
+                     for (cost, cached, fn), s in zip(train, self.cfg.normal, strict=True)],
+                    "normal models", rank, world)
+        self._load_trained("normal", train)
         self.refresh_keys()
+        rule = self.rule_units() if self.cfg.eps is None else []
+        self._share(rule, "eps rule", rank, world)
+        self.resolve_eps()
+        adv = self.train_units("adversarial")
+        self._share([(0.0 if cached else cost, str(self.members[s.role].checkpoint), fn)
+                     for (cost, cached, fn), s in zip(adv, self.cfg.adversarial, strict=True)],
+                    "adversarially trained models", rank, world)
+        self._load_trained("adversarial", adv)
+        self.refresh_keys()
+        plan = _plan(self.cfg)
         _, chunks = self.make_chunks(plan)
+        planned = self._planned(train + adv, chunks, rule)
+        barrier()
         units = [(cost, "clean:" + config_hash(self.clean_cfg(s, e)),
                   lambda se=(s, e): self.clean_preds(*se))
                  for (s, e), cost in self.clean_costs(chunks).items()]
@@ -389,32 +464,29 @@ class _Runner:
         self.computed_flops, self.compute_seconds = (sum(c[i] for c in counts) for i in (2, 3))
         return planned
 
-    def _units(self, plan: _Plan, train: list[tuple[float, bool, Callable[[], None]]],
-               chunks: list[_Chunk], clean_cost: dict[tuple[int, int], float]
-               ) -> Iterator[tuple[float, Callable[[], None]]]:
-        """Every unit of the run in order as (FLOPs to count, run): the trainings, then the
-        clean predictions (into ``self.clean``) and the attack chunks (into ``self.preds``).
-        Lazy: the chunks are made with the real cache keys (the hashes of the weights just
-        trained or loaded) after the trainings ran."""
-        for cost, cached, fn in train:
-            yield 0.0 if cached else cost, fn
-        self.refresh_keys()
-        self.per_unit, real_chunks = self.make_chunks(plan)
-        self.clean: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
-        for se, cost in clean_cost.items():
-            def clean(se: tuple[int, int] = se) -> None:
-                self.clean[se] = self.clean_preds(*se)
+    def _planned(self, train: list[tuple[float, bool, Callable[[], None]]],
+                 chunks: list[_Chunk], rule: list[tuple[float, str, Callable[[], Any]]]
+                 ) -> dict[str, Any]:
+        """What was to do: trainings, the eps rule's chunks and the tables' and figures'
+        work units, each with how many were cached."""
+        return {"train_units": len(train),
+                "train_units_cached": sum(bool(c) for _, c, _ in train),
+                "rule_units": len(rule),
+                "rule_units_cached": sum(cost == 0 for cost, _, _ in rule),
+                "attack_units": len(chunks),
+                "attack_units_cached": sum(c.cached == "pred" for c in chunks),
+                "attack_gflop": (sum(c.cost for c in chunks) +
+                                 sum(self.clean_costs(chunks).values())) / 1e9}
 
-            yield cost, clean
-        self.preds: dict[tuple, dict[str, torch.Tensor]] = {}
-        for planned, ch in zip(chunks, real_chunks, strict=True):
-            def attack(ch: _Chunk = ch) -> None:
-                self.preds[ch.ident] = self.run_chunk(ch)
-
-            yield planned.cost, attack
+    def _stage(self, units: list[tuple[float, Callable[[], Any]]], desc: str) -> None:
+        for cost, fn in _progress.progress(units, enabled=self.progress,
+                                           desc=f"momentum: {desc}", unit="unit"):
+            self._timed(cost, fn)
 
     def run(self) -> dict[str, Any] | None:
-        """The whole experiment (None on the ranks other than 0 of a torchrun job)."""
+        """The whole experiment (None on the ranks other than 0 of a torchrun job), in
+        stages with a progress bar each: the normal models, the eps rule, the adversarially
+        trained models, then the clean predictions and attack chunks."""
         from advlab.evaluate.distributed import get_world_size
 
         t_start = time.perf_counter()
@@ -424,27 +496,48 @@ class _Runner:
         if cfg.suite == "imagenet":
             _load_imagenet_members(cfg, self.members)
         self.load_data()
-        cfg = self.cfg
-        plan = _plan(cfg)
         self.world = get_world_size()
         shared = None
         if self.world > 1:
-            shared = self.share_work(plan)
+            shared = self.share_work()
             if shared is None:
                 return None
-        train, chunks, clean_cost, total = self.plan_all(plan)
-        if shared is not None:  # what was to compute when the ranks started
-            self.planned = shared
-        log.info("momentum: %d training units, %d attack units (%d cached), %.1f GFLOP",
-                 len(train), len(chunks), self.planned["attack_units_cached"], total / 1e9)
-        units = self._units(plan, train, chunks, clean_cost)
-        for cost, fn in _progress.progress(units, enabled=self.progress, desc="momentum",
-                                           total=len(train) + len(clean_cost) + len(chunks),
-                                           unit="unit"):
-            self._timed(cost, fn)
+        train = self.train_units("normal")
+        self._stage([(0.0 if cached else cost, fn) for cost, cached, fn in train],
+                    "normal models")
+        self.refresh_keys()
+        rule = self.rule_units() if self.cfg.eps is None else []
+        self._stage([(cost, fn) for cost, _, fn in rule], "eps rule")
+        self.resolve_eps()
+        adv = self.train_units("adversarial")
+        self._stage([(0.0 if cached else cost, fn) for cost, cached, fn in adv],
+                    "adversarially trained models")
+        self.refresh_keys()
+        plan = _plan(self.cfg)
+        self.per_unit, chunks = self.make_chunks(plan)
+        self.planned = shared if shared is not None else \
+            self._planned(train + adv, chunks, rule)
+        log.info("momentum: %d attack units (%d cached), %.1f GFLOP to compute",
+                 len(chunks), self.planned["attack_units_cached"],
+                 self.planned["attack_gflop"])
+        self.clean: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
+        self.preds: dict[tuple, dict[str, torch.Tensor]] = {}
+        units: list[tuple[float, Callable[[], Any]]] = []
+        for se, cost in self.clean_costs(chunks).items():
+            def clean(se: tuple[int, int] = se) -> None:
+                self.clean[se] = self.clean_preds(*se)
+
+            units.append((cost, clean))
+        for ch in chunks:
+            def attack(ch: _Chunk = ch) -> None:
+                self.preds[ch.ident] = self.run_chunk(ch)
+
+            units.append((ch.cost, attack))
+        self._stage(units, "attacks")
         results = _Results(self.cfg, self.members, self.clean, self.preds,
                            self.y).aggregate(plan, self.per_unit)
         self.plan = plan
+        results["eps_rule"] = self.eps_rule
         results["seconds"] = time.perf_counter() - t_start
         results["attack_calls"] = self.attack_calls
         results["trainings"] = self.trainings
@@ -453,4 +546,3 @@ class _Runner:
         results["compute_seconds"] = self.compute_seconds
         results["cache_dir"] = str(self.cache_dir)
         return results
-
