@@ -417,6 +417,18 @@ class _Runner:
             if self.members[s.role].module is None:
                 fn()  # trained by another rank: load it from the cache
 
+    def _share_training(self, kind: str, units: list[tuple[float, bool, Callable[[], None]]],
+                        rank: int, world: int) -> None:
+        """Deal the trainings of one ``kind`` (see :meth:`train_units`) to the ranks, then load
+        on every rank what the others trained. No-op for suites without training (ImageNet)."""
+        if units:
+            specs = self.cfg.normal if kind == "normal" else self.cfg.adversarial
+            self._share([(0.0 if cached else cost, str(self.members[s.role].checkpoint), fn)
+                         for (cost, cached, fn), s in zip(units, specs, strict=True)],
+                        f"{kind} models", rank, world)
+            self._load_trained(kind, units)
+        self.refresh_keys()
+
     def share_work(self) -> dict[str, Any] | None:
         """Under torchrun: compute this rank's share of every unit into the shared cache.
 
@@ -432,20 +444,12 @@ class _Runner:
         check_shared_dir(self.cache_dir)
         train = self.train_units("normal")
         barrier()  # every rank planned (reading what is cached) before any rank writes
-        self._share([(0.0 if cached else cost, str(self.members[s.role].checkpoint), fn)
-                     for (cost, cached, fn), s in zip(train, self.cfg.normal, strict=True)],
-                    "normal models", rank, world)
-        self._load_trained("normal", train)
-        self.refresh_keys()
+        self._share_training("normal", train, rank, world)
         rule = self.rule_units() if self.cfg.eps is None else []
         self._share(rule, "eps rule", rank, world)
         self.resolve_eps()
         adv = self.train_units("adversarial")
-        self._share([(0.0 if cached else cost, str(self.members[s.role].checkpoint), fn)
-                     for (cost, cached, fn), s in zip(adv, self.cfg.adversarial, strict=True)],
-                    "adversarially trained models", rank, world)
-        self._load_trained("adversarial", adv)
-        self.refresh_keys()
+        self._share_training("adversarial", adv, rank, world)
         plan = _plan(self.cfg)
         _, chunks = self.make_chunks(plan)
         planned = self._planned(train + adv, chunks, rule)
