@@ -2,8 +2,9 @@
 
 torchattacks is installed without its dependencies (``pip install --no-deps torchattacks``;
 it needs scipy and not torchvision for these attacks). Its losses use the batch mean and
-its momentum divides by the mean |grad| instead of the L1 norm: both are positive
-per-example scales, so the sign steps must agree to rounding.
+its momentum divides by the mean |grad|, as advlab's does (the paper writes the L1 norm, a
+positive per-example scale away: MI-FGSM's sign steps are the same either way, NI-FGSM's
+look-ahead is not).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torchattacks  # noqa: E402  (a hard requirement of the test suite, see .ci/run)
 
-from advlab.attacks import FGSM, IFGSM, MIFGSM
+from advlab.attacks import FGSM, IFGSM, MIFGSM, NIFGSM
 from conftest import blobs
 
 EPS, STEPS = 0.12, 10
@@ -57,3 +58,14 @@ def test_targeted_mifgsm_agrees(trained_cnn, xy):
     atk = torchattacks.MIFGSM(trained_cnn, eps=EPS, alpha=EPS / STEPS, steps=STEPS)
     atk.set_mode_targeted_by_function(lambda images, labels: t)
     assert diff(ours, atk(x, y)) <= MAX_DIFF
+
+
+@pytest.mark.parametrize("decay", [1.0, 0.5])
+def test_nifgsm_agrees(trained_cnn, xy, decay):
+    x, y = xy
+    ours = NIFGSM(eps=EPS, steps=STEPS, decay=decay)(trained_cnn, x, y)
+    theirs = torchattacks.NIFGSM(trained_cnn, eps=EPS, alpha=EPS / STEPS, steps=STEPS,
+                                 decay=decay)(x, y)
+    assert diff(ours, theirs) <= MAX_DIFF
+    # and the look-ahead matters: NI is not MI on this model
+    assert diff(ours, MIFGSM(eps=EPS, steps=STEPS, decay=decay)(trained_cnn, x, y)) > 0

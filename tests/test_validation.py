@@ -81,6 +81,8 @@ def test_bad_target(setup):
         (dict(eps=0.1, model_mode="test"), "model_mode must be one of"),
         (dict(eps=0.1, bounds=(1.0, 0.0)), "bounds must be finite with low < high"),
         (dict(eps=math.inf), "alpha must be given explicitly"),
+        (dict(eps=torch.tensor([0.1, math.inf, 0.2])),
+         r"alpha must be given explicitly .*eps is inf for example\(s\) \[1\]"),
         (dict(eps=torch.tensor([[0.1]])), "eps tensor must be 1-D"),
         (dict(eps=torch.tensor([0.1, -0.2])), "eps must be >= 0 everywhere"),
     ],
@@ -130,3 +132,14 @@ def test_unbounded_attack_reaches_everything(setup):
     with torch.no_grad():
         assert (model(x_adv).argmax(1) != y).all()
     assert x_adv.min() >= 0 and x_adv.max() <= 1
+
+
+@pytest.mark.parametrize("name", ["fgsm", "ifgsm", "mifgsm", "nifgsm", "pgd"])
+def test_per_example_infinite_eps_with_an_explicit_alpha_is_finite(setup, name):
+    """An unbounded example is fine once alpha is given: finite output inside the box."""
+    model, x, y = setup
+    eps = torch.full((x.shape[0],), 0.1)
+    eps[0] = math.inf
+    xa = create_attack(name, eps=eps, alpha=0.05)(model, x, y)
+    assert torch.isfinite(xa).all() and xa.min() >= 0 and xa.max() <= 1
+    assert (xa[1:] - x[1:]).abs().max() <= 0.1 + 1e-6

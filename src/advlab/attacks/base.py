@@ -8,14 +8,19 @@ Algorithm 1, which contains the others as special cases)::
     repeat T times:
         x_look = x_t + s * alpha * mu * g_t          (only with nesterov=True: NI-FGSM)
         grad   = E_noise[ grad_x J(x_look, label) ]   (EOT: mean of k gradients)
-        g_t+1  = mu * g_t + grad / ||grad||_1         (per example; zero-safe)
+        g_t+1  = mu * g_t + grad / mean|grad|         (per example; zero-safe)
         x_t+1  = Proj_{ball & box}( x_t + s * alpha * dir(g_t+1) )
 
 with ``s = +1`` for an untargeted attack (ascend the loss of the true label) and ``s = -1``
 for a targeted one (descend the loss of the target label), and ``dir`` the steepest
 ascent direction of the norm (``sign`` for Linf, ``g / ||g||_2`` for L2). With ``mu = 0``
-the division by ``||grad||_1`` is a positive per-example scale, so the step equals
+the division by ``mean|grad|`` is a positive per-example scale, so the step equals
 I-FGSM's ``sign(grad)`` -- which is why I-FGSM *is* MI-FGSM with ``mu = 0`` here, bit for bit.
+The paper writes the normalisation as ``||grad||_1``; its authors' code (and Lin et al.'s
+NI-FGSM code, and torchattacks) divide by the *mean* of ``|grad|``, i.e. ``||grad||_1 / d``.
+The two give the same MI-FGSM steps (one positive scale for every term of ``g``), but only the
+mean keeps ``g``'s entries of order 1, which NI-FGSM's look-ahead ``alpha * mu * g`` needs:
+with the L1 norm each entry is about ``t / d`` and the look-ahead all but vanishes.
 
 The loop never changes the caller's state: it runs the model in eval mode by default and
 restores every module's mode, takes gradients only with respect to the input (no
@@ -149,10 +154,11 @@ def model_mode(model: nn.Module, mode: str) -> Iterator[None]:
                 m.training = flag
 
 
-def _l1_norm(g: torch.Tensor) -> torch.Tensor:
-    """``||g||_1`` per example, shaped to broadcast against ``g``; 1 where ``g`` is zero (so
-    dividing by it is zero-safe). One fused reduction pass."""
-    l1 = torch.linalg.vector_norm(g, ord=1, dim=tuple(range(1, g.ndim)), keepdim=True)
+def _mean_abs(g: torch.Tensor) -> torch.Tensor:
+    """``mean |g|`` per example (``||g||_1 / d``), shaped to broadcast against ``g``; 1 where
+    ``g`` is zero (so dividing by it is zero-safe). One fused reduction pass."""
+    d = g[0].numel() if g.shape[0] else 1
+    l1 = torch.linalg.vector_norm(g, ord=1, dim=tuple(range(1, g.ndim)), keepdim=True) / d
     return torch.where(l1 > 0, l1, torch.ones_like(l1))
 
 
@@ -443,6 +449,11 @@ class Attack:
                 raise ValueError(f"alpha must be a finite number > 0, got {self.alpha!r}")
         elif isinstance(tm.eps, float) and math.isinf(tm.eps):
             raise ValueError("alpha must be given explicitly when eps is unbounded (inf)")
+        elif isinstance(tm.eps, torch.Tensor) and torch.isinf(tm.eps).any():
+            # the default alpha = eps * factor / steps would be inf there (NaN where 0 * inf)
+            where = torch.isinf(tm.eps).nonzero().flatten()[:5].tolist()
+            raise ValueError(f"alpha must be given explicitly when eps is unbounded (inf); "
+                             f"eps is inf for example(s) {where}")
 
     # -- public API ---------------------------------------------------------------------
     @property
@@ -559,7 +570,7 @@ class Attack:
             # unclipped protocol: only the ball applies (reproduces flawed evaluations)
             tm = ThreatModel(self.norm, self.eps, (-1e30, 1e30))
         project = self._projector(tm, x, alpha)
-        # Without momentum the L1 normalisation is a positive per-example scale that no step
+        # Without momentum the normalisation is a positive per-example scale that no step
         # direction sees, so it is skipped (I-FGSM, PGD, FGSM; MI-FGSM with mu = 0 alike).
         momentum = self.decay > 0
         g = torch.zeros_like(x) if momentum else None
@@ -570,11 +581,11 @@ class Attack:
                 else x_adv
             grad, loss = self._gradient(oracle, x_look, labels)
             if momentum:
-                # g <- mu g + grad / ||grad||_1, in place in the loop's own buffer (no new
+                # g <- mu g + grad / mean|grad|, in place in the loop's own buffer (no new
                 # tensor per step)
                 if self.decay != 1:
                     g.mul_(self.decay)
-                g.addcdiv_(grad, _l1_norm(grad))
+                g.addcdiv_(grad, _mean_abs(grad))
             else:
                 g = grad
             # x + s alpha dir(g): for Linf s alpha sign(g) is exact, so the fused form rounds

@@ -58,7 +58,10 @@ class PGD(Attack):
 
 @dataclass(frozen=True, eq=False)
 class MIFGSM(Attack):
-    """Momentum iterative FGSM: ``g <- mu g + grad/||grad||_1``, step ``alpha sign(g)``."""
+    """Momentum iterative FGSM: ``g <- mu g + grad / mean|grad|``, step ``alpha sign(g)``.
+
+    The paper writes ``||grad||_1``; dividing by the mean instead (the authors' code) gives
+    the same steps and keeps ``g`` of order 1 for NI-FGSM's look-ahead."""
 
     steps: int = 10
     decay: float = 1.0
@@ -67,7 +70,9 @@ class MIFGSM(Attack):
 
 @dataclass(frozen=True, eq=False)
 class NIFGSM(Attack):
-    """Nesterov iterative FGSM: the gradient is taken at ``x_t + alpha * mu * g_t``."""
+    """Nesterov iterative FGSM (Lin et al., ICLR 2020): the gradient is taken at
+    ``x_t + alpha * mu * g_t``, with ``g`` accumulated from mean-|grad|-normalised gradients
+    as in the authors' code (with L1-normalised ones the look-ahead would vanish)."""
 
     steps: int = 10
     decay: float = 1.0
