@@ -4,7 +4,6 @@ counts, and the ImageNet models built from timm."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,22 +39,16 @@ class _Member:
             else self.spec.role
 
 
-def _forward_flops(make: Callable[[], nn.Module], shape: tuple[int, ...]) -> float:
-    """FLOPs of one forward pass on one example (counted on the meta device when possible)."""
-    from torch.utils.flop_counter import FlopCounterMode
+def _zoo_flops(arch: str) -> float:
+    """FLOPs of one forward pass of zoo model ``arch`` on one example (the registry measures
+    and caches them, see :func:`advlab.models.model_info`)."""
+    from advlab.models import model_info
 
-    try:
-        with torch.device("meta"):
-            model = make()
-            x = torch.empty(1, *shape)
-        with FlopCounterMode(display=False) as fc:
-            model(x)
-        return float(fc.get_total_flops())
-    except Exception:  # noqa: BLE001 - some modules cannot run on meta: count on the CPU
-        model = make()
-        with torch.no_grad(), FlopCounterMode(display=False) as fc:
-            model.eval()(torch.zeros(1, *shape))
-        return float(fc.get_total_flops())
+    flops = model_info(arch).forward_flops
+    if flops is None:
+        raise RuntimeError(f"cannot count the FLOPs of zoo model {arch!r}: its forward pass "
+                           f"fails on a zero input of its input_shape")
+    return float(flops)
 
 
 _OVERHEAD = 2e6  # FLOP-equivalents per model call per image (kernel launch, memory)
@@ -110,12 +103,10 @@ def _build_members(cfg: MomentumConfig, cache_dir: Path) -> dict[str, _Member]:
     """Member identities, FLOPs and (for MNIST) training configs; no training, no weights."""
     members: dict[str, _Member] = {}
     if cfg.suite == "mnist":
-        from advlab.models import create
-
         tcs = _mnist_train_cfgs(cfg, cache_dir)
         for s in cfg.normal:
             tc = tcs[s.role]
-            fl = _forward_flops(lambda a=s.arch: create(a), (1, 28, 28))
+            fl = _zoo_flops(s.arch)
             n = tc.train_size or 60000
             ck = config_hash(tc.identity(), tc.epochs)
             members[s.role] = _Member(
@@ -123,7 +114,7 @@ def _build_members(cfg: MomentumConfig, cache_dir: Path) -> dict[str, _Member]:
                 train_cost=tc.epochs * n * (3 * fl + _OVERHEAD),
                 checkpoint=_normal_checkpoint(tc, cache_dir), train_cfg=tc, config_key=ck)
         for s in cfg.adversarial:
-            fl = _forward_flops(lambda a=s.arch: create(a), (1, 28, 28))
+            fl = _zoo_flops(s.arch)
             ident = {"arch": s.arch, "static": [members[r].config_key for r in s.static],
                      "eps": _advtrain_eps(cfg), "epochs": cfg.advtrain_epochs,
                      "batch_size": cfg.train_batch_size,
