@@ -61,7 +61,7 @@ def test_seeded_and_batch_independent(name, norm, trained_cnn, data):
     assert torch.equal(a, b)
     # A batch of N equals N batches of 1 (random starts drawn per example alike only
     # without random init; with it, compare against the same draws through per-example eps)
-    if not atk.random_start:
+    if atk.batch_independent:
         singles = torch.cat([atk(trained_cnn, x[i:i + 1], y[i:i + 1]) for i in range(len(x))])
         # Convolution kernels may pick another reduction order for batch 1 than for batch N;
         # the gradient then differs in its last bits. Linf steps only see its sign; an L2 step
@@ -85,14 +85,18 @@ def test_adversarial_accuracy_not_above_clean(name, trained_cnn):
 def test_targeted_reaches_target_more_than_chance(name, trained_cnn):
     x, y = blobs(200, seed=12)
     target = (y + 1 + torch.arange(200) % 9) % 10
-    atk = create_attack(name, eps=0.3, steps=1 if name == "fgsm" else 10)
+    # TI's kernel scaled to these 8x8 images (the paper's 15 spans 299-pixel ones; here it
+    # would average the whole image)
+    kw = {"kernel_size": 3} if name.startswith("ti") else {}
+    atk = create_attack(name, eps=0.3, steps=1 if name == "fgsm" else 10, **kw)
     with torch.no_grad():
         before = (trained_cnn(x).argmax(1) == target).float().mean()
     hit = (trained_cnn(atk(trained_cnn, x, y, target=target)).argmax(1) == target)
     assert before < 0.02
     assert hit.float().mean() > 0.3  # chance is 0.1
     if name != "fgsm":
-        assert hit.float().mean() > 0.8
+        # input diversity trades white-box strength for transfer (measured 0.72-0.80 here)
+        assert hit.float().mean() > (0.6 if atk.diversity_prob else 0.8)
 
 
 @pytest.mark.parametrize("norm", NORMS, ids=lambda n: n.value)

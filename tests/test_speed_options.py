@@ -16,7 +16,7 @@ import weakref
 import pytest
 import torch
 
-import advlab.attacks.base as base
+import advlab.attacks.oracle as oracle_mod
 from advlab.attacks import FGSM, MIFGSM, PGD, Ensemble, create_attack
 from advlab.threat import Norm, per_example_norm
 from conftest import TinyCNN, blobs
@@ -33,7 +33,7 @@ EPS = {Norm.LINF: 0.1, Norm.L2: 0.8}
 
 @pytest.fixture(autouse=True)
 def cheap_compile(monkeypatch):
-    monkeypatch.setattr(base, "_COMPILE_BACKEND", "aot_eager")
+    monkeypatch.setattr(oracle_mod, "_COMPILE_BACKEND", "aot_eager")
 
 
 def state_of(model):
@@ -116,7 +116,7 @@ class Overflowing(torch.nn.Module):
 def test_fp16_overflow_retries_in_full_precision(caplog):
     x, y = blobs(8, seed=14)
     model = Overflowing().eval()
-    with caplog.at_level(logging.WARNING, logger="advlab.attacks.base"):
+    with caplog.at_level(logging.WARNING, logger="advlab.attacks.oracle"):
         out = MIFGSM(eps=0.1, steps=3, amp="fp16")(model, x, y)
     ref = MIFGSM(eps=0.1, steps=3)(model, x, y)
     assert "overflowed" in caplog.text
@@ -192,9 +192,9 @@ def test_compile_cache_is_per_model_and_weak():
     torch.manual_seed(0)
     model = TinyCNN().eval()
     FGSM(eps=0.1, compile=True)(model, x, y)
-    fn = base._COMPILED[model]["aot_eager"]
+    fn = oracle_mod._COMPILED[model]["aot_eager"]
     MIFGSM(eps=0.1, steps=2, compile=True)(model, x, y)
-    assert base._COMPILED[model]["aot_eager"] is fn  # cached per model object
+    assert oracle_mod._COMPILED[model]["aot_eager"] is fn  # cached per model object
     with torch.no_grad():  # an in-place weight update is seen by the compiled forward
         model.head[-1].bias.add_(100.0 * torch.arange(10.0))
     g_c, _ = MIFGSM(eps=0.1, compile=True)._gradient(model, x, y)
@@ -204,13 +204,13 @@ def test_compile_cache_is_per_model_and_weak():
     del model, fn
     gc.collect()
     assert ref() is None  # the cache does not keep the model alive
-    base.clear_compile_cache()
-    assert len(base._COMPILED) == 0
+    oracle_mod.clear_compile_cache()
+    assert len(oracle_mod._COMPILED) == 0
 
 
 @pytest.mark.slow
 def test_inductor_compile(monkeypatch, trained_cnn):
-    monkeypatch.setattr(base, "_COMPILE_BACKEND", "inductor")
+    monkeypatch.setattr(oracle_mod, "_COMPILE_BACKEND", "inductor")
     x, y = blobs(32, seed=19)
     ref = MIFGSM(eps=0.1, steps=3)(trained_cnn, x, y)
     out = MIFGSM(eps=0.1, steps=3, compile=True)(trained_cnn, x, y)

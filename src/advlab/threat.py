@@ -175,11 +175,17 @@ class ThreatModel:
                 delta = torch.where(_view(finite, x.ndim), proj, delta)
         return self.clip_box(x + delta)
 
-    def step_direction(self, g: torch.Tensor) -> torch.Tensor:
+    def step_direction(self, g: torch.Tensor, at: torch.Tensor | None = None,
+                       sign: float = 1.0) -> torch.Tensor:
         """Unit-norm steepest ascent direction of ``g`` for this norm (per example).
 
         Linf: ``sign(g)``; L2: ``g / ||g||_2`` (zero where ``g`` is zero); L1: the signed
         one-hot vector at the largest ``|g|`` coordinate (the exact L1 steepest ascent).
+
+        ``at`` (L1 only): the point the step ``sign * alpha * direction`` starts from. The
+        L1 direction then picks the largest ``|g|`` among the coordinates that can still move
+        that way -- a pixel already at the box edge the step pushes against is skipped, as
+        the box clamp would cancel the whole step there and the attack would stall on it.
         """
         if self.norm is Norm.LINF:
             return g.sign()
@@ -192,7 +198,14 @@ class ThreatModel:
             n = torch.linalg.vector_norm(u, dim=dims, keepdim=True)
             return u / torch.where(n > 0, n, torch.ones_like(n))
         flat = g.reshape(g.shape[0], -1)
-        idx = flat.abs().argmax(dim=1, keepdim=True)
+        score = flat.abs()
+        if at is not None:
+            lo, hi = self.bounds
+            up = (flat * sign) > 0  # the step raises this coordinate
+            a = at.reshape(at.shape[0], -1)
+            blocked = (up & (a >= hi)) | (~up & (a <= lo))
+            score = score.masked_fill(blocked, -1.0)  # below every free |g| (which is >= 0)
+        idx = score.argmax(dim=1, keepdim=True)
         out = torch.zeros_like(flat).scatter_(1, idx, flat.gather(1, idx).sign())
         return out.reshape(g.shape)
 

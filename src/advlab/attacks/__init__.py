@@ -36,21 +36,41 @@ from advlab.attacks.base import (
 from advlab.attacks.ensemble import Ensemble, Fusion
 from advlab.attacks.losses import Goal, cross_entropy, cw_margin, get_loss
 from advlab.attacks.noise import RandomSignNoise
-from advlab.attacks.presets import BIM, FGM, FGSM, IFGSM, MIFGM, MIFGSM, NIFGSM, PGD
+from advlab.attacks.presets import (
+    BIM,
+    DIFGSM,
+    DIMIFGSM,
+    FGM,
+    FGSM,
+    IFGSM,
+    MIFGM,
+    MIFGSM,
+    NIFGSM,
+    PGD,
+    SINIFGSM,
+    TIDIMIFGSM,
+    TIFGSM,
+    TIMIFGSM,
+    TRANSFER_PRESETS,
+    VMIFGSM,
+    VNIFGSM,
+    AdmixMIFGSM,
+)
 from advlab.attacks.square import SquareAttack
 
 __all__ = [
     "Attack", "AttackResult", "NonFiniteGradientError", "NonFiniteGradientWarning",
     "model_mode", "Ensemble", "Fusion",
     "Goal", "cross_entropy", "cw_margin", "get_loss", "FGSM", "FGM", "IFGSM", "BIM", "PGD",
-    "MIFGSM", "MIFGM", "NIFGSM",
+    "MIFGSM", "MIFGM", "NIFGSM", "DIFGSM", "DIMIFGSM", "TIFGSM", "TIMIFGSM", "TIDIMIFGSM",
+    "SINIFGSM", "VMIFGSM", "VNIFGSM", "AdmixMIFGSM", "TRANSFER_PRESETS",
     "ATTACKS", "GRADIENT_ATTACKS", "create_attack", "list_attacks", "SquareAttack",
     "RandomSignNoise",
 ]
 
 #: name -> gradient attack class (all built on the one loop of ``base.py``).
 GRADIENT_ATTACKS: dict[str, type[Attack]] = {
-    cls.name: cls for cls in (FGSM, IFGSM, PGD, MIFGSM, NIFGSM)
+    cls.name: cls for cls in (FGSM, IFGSM, PGD, MIFGSM, *TRANSFER_PRESETS)
 }
 GRADIENT_ATTACKS["bim"] = IFGSM
 

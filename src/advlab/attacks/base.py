@@ -8,6 +8,7 @@ Algorithm 1, which contains the others as special cases)::
     repeat T times:
         x_look = x_t + s * alpha * mu * g_t          (only with nesterov=True: NI-FGSM)
         grad   = E_noise[ grad_x J(x_look, label) ]   (EOT: mean of k gradients)
+                 (+ v_t with variance tuning; DI/SI/Admix: mean over input copies; TI: smoothed)
         g_t+1  = mu * g_t + grad / mean|grad|         (per example; zero-safe)
         x_t+1  = Proj_{ball & box}( x_t + s * alpha * dir(g_t+1) )
 
@@ -27,37 +28,20 @@ restores every module's mode, takes gradients only with respect to the input (no
 ``.grad`` on parameters), never writes into its inputs, never moves the model and draws
 all randomness from a local ``torch.Generator``.
 
-Models may take over the gradient computation with two optional methods (the
-:class:`~advlab.attacks.Ensemble` has both); the loop prefers the first one present:
-
-* ``input_gradient(x, labels, loss_fn, *, call) -> (grad, loss, scores)``: the gradient of
-  ``loss.sum()`` with respect to ``x``, the per-example loss ``[N]`` and the scores
-  ``[N, C]`` (the low-memory ensemble computes it one member at a time);
-* ``attack_loss(x, labels, loss_fn, *, call) -> (loss, scores)``: the per-example loss whose
-  gradient the loop takes with ``torch.autograd.grad``.
-
-``call(module, x)`` runs one (sub)module's forward with the attack's speed options (autocast
-and ``torch.compile``); a hook without a ``call`` parameter is called without it.
-
-Speed options (default off; measured effects in ``bench/README.md``): ``amp`` runs the
-forward passes of the gradient computation under ``torch.autocast`` (``"bf16"`` or
-``"fp16"``, the latter with a fixed loss scale and a float32 retry when a gradient
-overflows); ``channels_last`` runs 4-D convolution weights and inputs in NHWC layout (the
-caller's parameters are swapped back before :meth:`Attack.run` returns); ``compile`` runs the
-forward (and through AOTAutograd its backward) compiled by ``torch.compile``, one compiled
-function per module object, cached for the module's lifetime. The update, the projection and
-the box clamp always run in the input's dtype, so every option keeps the threat model exact.
+The model's loss, scores and input gradient (with the speed options ``amp``,
+``channels_last`` and ``compile``, and the hooks through which an ensemble takes over the
+gradient) come from :mod:`advlab.attacks.oracle`. The transfer family's input and gradient
+transformations (DI, SI, Admix, TI) are pieces of :mod:`advlab.attacks.transforms` that the
+loop applies around the oracle; variance tuning (VMI/VNI) is a term of the loop itself.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import inspect
 import logging
 import math
 import warnings
-import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -66,6 +50,21 @@ import torch
 from torch import nn
 
 from advlab.attacks.losses import Goal, get_loss
+from advlab.attacks.oracle import (
+    _AMP_DTYPES,
+    NonFiniteGradientError,
+    NonFiniteGradientWarning,
+    _channels_last_params,
+    _Oracle,
+    clear_compile_cache,
+)
+from advlab.attacks.transforms import (
+    Admix,
+    DiverseInputs,
+    GaussianSmoothing,
+    ScaleCopies,
+    apply_input_transforms,
+)
 from advlab.attacks.validation import (
     check_inputs,
     check_labels,
@@ -84,34 +83,6 @@ log = logging.getLogger(__name__)
 
 _MODES = ("eval", "train", "keep")
 _NONFINITE = ("raise", "warn")
-
-
-class NonFiniteGradientWarning(RuntimeWarning):
-    """Issued (once per run) by an attack with ``nonfinite="warn"`` that met NaN/inf input
-    gradient entries; filter it by this category."""
-
-
-class NonFiniteGradientError(FloatingPointError):
-    """The model's input gradient has NaN or infinite entries.
-
-    Stepping on such a gradient fails silently: ``torch.sign(NaN)`` is 0, so a sign attack
-    leaves those pixels unchanged and reports a robustness that is only a broken backward
-    pass (e.g. ``sqrt`` at 0 without an epsilon). Attributes: ``count`` and ``total`` entries.
-    """
-
-    def __init__(self, count: int, total: int, attack: str) -> None:
-        self.count, self.total = count, total
-        super().__init__(
-            f"{attack}: the model's input gradient has {count} NaN/inf entries out of {total} "
-            f"({100 * count / total:.1f} %); a step would leave those pixels unchanged "
-            f"(sign(NaN) = 0) and overstate robustness. Fix the model's backward pass (e.g. an "
-            f"epsilon inside sqrt, or a finite subgradient at 0), or pass nonfinite='warn' to "
-            f"proceed with those entries treated as 0")
-_AMP_DTYPES: dict[str | None, torch.dtype | None] = {
-    None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
-#: fp16 loss scale: the logits' gradient is at most 1 in absolute value per example, so
-#: 2**10 keeps small input gradients out of fp16's subnormal range without overflowing.
-_FP16_LOSS_SCALE = 1024.0
 
 
 @dataclass
@@ -162,195 +133,6 @@ def _mean_abs(g: torch.Tensor) -> torch.Tensor:
     return torch.where(l1 > 0, l1, torch.ones_like(l1))
 
 
-# -- speed options ----------------------------------------------------------------------
-@contextlib.contextmanager
-def _channels_last_params(model: nn.Module) -> Iterator[None]:
-    """Swap every 4-D parameter's data for an NHWC copy; put the caller's tensors back after.
-
-    Only parameters are swapped (the attack never writes them); buffers, which a model in
-    train mode may update in place, are left alone.
-    """
-    saved: list[tuple[torch.Tensor, torch.Tensor]] = []
-    try:
-        with torch.no_grad():
-            for p in model.parameters():
-                if p.ndim != 4:
-                    continue
-                # Compare strides rather than ask is_contiguous(channels_last): a weight with
-                # one input channel passes that test in NCHW strides, and then the
-                # convolution keeps (and converts to) NCHW.
-                nhwc = torch.empty_like(p.data, memory_format=torch.channels_last)
-                if nhwc.stride() != p.data.stride():
-                    saved.append((p, p.data))
-                    p.data = nhwc.copy_(p.data)
-        yield
-    finally:
-        for p, data in reversed(saved):
-            p.data = data
-
-
-#: torch.compile backend of ``compile=True`` (tests use the cheap ``"aot_eager"``).
-_COMPILE_BACKEND = "inductor"
-_COMPILED: weakref.WeakKeyDictionary[nn.Module, dict[str, Callable[[torch.Tensor], torch.Tensor]]] \
-    = weakref.WeakKeyDictionary()
-
-
-def clear_compile_cache() -> None:
-    """Forget the ``torch.compile`` functions of ``Attack(compile=True)`` (one per module;
-    an entry also disappears with its module)."""
-    _COMPILED.clear()
-
-
-def _compile_error(module: nn.Module, err: BaseException) -> RuntimeError:
-    return RuntimeError(
-        f"compile=True: torch.compile failed for {type(module).__name__} "
-        f"({type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''})"
-        f"; run the attack with compile=False (eager mode) instead")
-
-
-def _compiled_forward(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``torch.compile`` of ``module``'s forward, cached per module object.
-
-    The compiled function holds only a weak reference to the module, so the cache never keeps
-    a model alive; in-place weight updates are seen (parameters are graph inputs).
-    """
-    per_backend = _COMPILED.setdefault(module, {})
-    fn = per_backend.get(_COMPILE_BACKEND)
-    if fn is None:
-        ref = weakref.ref(module)
-
-        def forward(x: torch.Tensor) -> torch.Tensor:
-            return ref()(x)
-
-        try:
-            fn = torch.compile(forward, backend=_COMPILE_BACKEND)
-        except Exception as e:  # e.g. no dynamo support on this platform or Python
-            raise _compile_error(module, e) from e
-        per_backend[_COMPILE_BACKEND] = fn
-    return fn
-
-
-def _compile_errors() -> tuple[type[BaseException], ...]:
-    errs: list[type[BaseException]] = []
-    with contextlib.suppress(Exception):
-        from torch._dynamo.exc import TorchDynamoException
-        errs.append(TorchDynamoException)
-    with contextlib.suppress(Exception):
-        from torch._inductor.exc import InductorError
-        errs.append(InductorError)
-    return tuple(errs)
-
-
-def _accepts_call(fn: Callable[..., Any]) -> bool:
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-    return "call" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD
-                                   for p in params.values())
-
-
-class _Oracle:
-    """Loss, scores and input gradient of one model for one run, with the speed options.
-
-    Built once per :meth:`Attack.run` so that the per-step work is only the passes.
-    """
-
-    def __init__(self, attack: Attack, model: nn.Module) -> None:
-        self.model = model
-        self.loss_fn = get_loss(attack.loss)
-        self.amp_dtype = _AMP_DTYPES[attack.amp]
-        self.scale = _FP16_LOSS_SCALE if attack.amp == "fp16" else 1.0
-        self.channels_last = attack.channels_last
-        self.compile = attack.compile
-        self.grad_hook = getattr(model, "input_gradient", None)
-        self.loss_hook = getattr(model, "attack_loss", None)
-        self._compile_errors = _compile_errors() if attack.compile else ()
-        self._warned_overflow = False
-        self.warned_nonfinite = False
-
-    # one module's forward with the options -------------------------------------------
-    def _forward(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if not self.compile:
-            return module(x)
-        try:
-            return _compiled_forward(module)(x)
-        except self._compile_errors as e:
-            raise _compile_error(module, e) from e
-
-    def call_amp(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """Forward under autocast; scores come back in ``x``'s dtype for the loss."""
-        with torch.autocast(device_type=x.device.type, dtype=self.amp_dtype):
-            out = self._forward(module, x)
-        return out.to(x.dtype) if out.is_floating_point() else out
-
-    def _hook(self, hook: Callable[..., Any], x: torch.Tensor, labels: torch.Tensor,
-              loss_fn: Callable[..., torch.Tensor], call: Callable[..., torch.Tensor]) -> Any:
-        if call is _plain_call:  # default options: the hook's own forward is the same
-            return hook(x, labels, loss_fn)
-        if _accepts_call(hook):
-            return hook(x, labels, loss_fn, call=call)
-        return hook(x, labels, loss_fn)
-
-    def _call(self, amp: bool) -> Callable[[nn.Module, torch.Tensor], torch.Tensor]:
-        if amp and self.amp_dtype is not None:
-            return self.call_amp
-        return self._forward if self.compile else _plain_call
-
-    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.detach()
-        if self.channels_last and x.ndim == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
-
-    # what the loop needs -------------------------------------------------------------
-    def loss_and_scores(self, x: torch.Tensor, labels: torch.Tensor, *, amp: bool = False,
-                        loss_fn: Callable[..., torch.Tensor] | None = None,
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
-        loss_fn = loss_fn or self.loss_fn
-        call = self._call(amp)
-        if self.loss_hook is not None:
-            return self._hook(self.loss_hook, x, labels, loss_fn, call)
-        scores = call(self.model, x)
-        return loss_fn(scores, labels), scores
-
-    def gradient(self, x: torch.Tensor, labels: torch.Tensor,
-                 amp: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(grad of loss.sum() w.r.t. x, per-example loss)``."""
-        use_amp = amp and self.amp_dtype is not None
-        scale = self.scale if use_amp else 1.0
-        loss_fn = self.loss_fn
-        if scale != 1.0:
-            base = loss_fn
-
-            def loss_fn(z: torch.Tensor, lab: torch.Tensor) -> torch.Tensor:
-                return base(z, lab) * scale
-
-        xi = self._prepare(x)
-        if self.grad_hook is not None:
-            with torch.enable_grad():
-                g, loss, _ = self._hook(self.grad_hook, xi, labels, loss_fn,
-                                        self._call(use_amp))
-        else:
-            xi.requires_grad_(True)
-            with torch.enable_grad():
-                loss, _ = self.loss_and_scores(xi, labels, amp=use_amp, loss_fn=loss_fn)
-                (g,) = torch.autograd.grad(loss.sum(), xi)
-        loss = loss.detach()
-        if scale != 1.0:
-            g, loss = g / scale, loss / scale
-        if use_amp and self.amp_dtype is torch.float16 and not bool(torch.isfinite(g).all()):
-            if not self._warned_overflow:
-                log.warning("amp='fp16': the input gradient overflowed; retrying in %s "
-                            "(further retries in this run are silent)", x.dtype)
-                self._warned_overflow = True
-            return self.gradient(x, labels, amp=False)
-        return g, loss
-
-
-def _plain_call(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return module(x)
-
 
 @dataclass(frozen=True, eq=False)
 class Attack:
@@ -391,6 +173,23 @@ class Attack:
         compile: run the model's forward and backward compiled by ``torch.compile``
             (compiled once per model object; the first call pays the compilation). A
             compilation failure raises a ``RuntimeError`` naming the model.
+        diversity_prob, resize_rate: DI's input diversity (Xie et al., CVPR 2019): with
+            probability ``diversity_prob`` the gradient is taken on a randomly resized and
+            padded copy (:class:`~advlab.attacks.transforms.DiverseInputs`); 0 (default) off.
+        scale_copies: SI's scale copies ``x / 2^i``, ``i < m`` (Lin et al., ICLR 2020); 1 off.
+        admix_copies, admix_strength: Admix (Wang et al., ICCV 2021): the gradient is the
+            mean over ``admix_copies`` images ``x + admix_strength * x'`` (each with the scale
+            copies); 0 (default) off.
+        kernel_size, kernel_nsig: TI (Dong et al., CVPR 2019): the gradient convolved with a
+            Gaussian kernel of that size on ``[-nsig, nsig]``; 0 (default) off.
+        variance_samples, variance_beta: variance tuning (VMI/VNI-FGSM; Wang and He, CVPR
+            2021): each step adds the previous step's variance ``v = mean_N grad J(x_t + r)
+            - grad J(x_t)``, ``r ~ U(-beta eps, beta eps)^d``, to the gradient before the
+            momentum normalisation; 0 (default) off.
+
+    The transformations are applied in the order Admix -> scale copies -> DI on the input
+    (the gradient is the mean over all copies, back-propagated through them) and TI on the
+    resulting gradient; EOT averages whole such gradients.
     """
 
     eps: float | torch.Tensor
@@ -411,6 +210,15 @@ class Attack:
     amp: str | None = None
     channels_last: bool = False
     compile: bool = False
+    diversity_prob: float = 0.0
+    resize_rate: float = 0.9
+    scale_copies: int = 1
+    admix_copies: int = 0
+    admix_strength: float = 0.2
+    kernel_size: int = 0
+    kernel_nsig: float = 3.0
+    variance_samples: int = 0
+    variance_beta: float = 1.5
 
     name: ClassVar[str] = "attack"
     alpha_factor: ClassVar[float] = 1.0  # default alpha = alpha_factor * eps / steps
@@ -440,6 +248,7 @@ class Attack:
             if not isinstance(getattr(self, flag), bool):
                 raise TypeError(f"{flag} must be a bool, got {getattr(self, flag)!r}")
         get_loss(self.loss)
+        self._check_transfer_options()
         # Validates eps and bounds (raises with the bad value).
         tm = ThreatModel(self.norm, self.eps, self.bounds)
         object.__setattr__(self, "eps", tm.eps)
@@ -454,11 +263,41 @@ class Attack:
             where = torch.isinf(tm.eps).nonzero().flatten()[:5].tolist()
             raise ValueError(f"alpha must be given explicitly when eps is unbounded (inf); "
                              f"eps is inf for example(s) {where}")
+        if self.variance_samples and not bool(torch.isfinite(torch.as_tensor(tm.eps)).all()):
+            raise ValueError("variance_samples needs a finite eps: the neighbours are drawn "
+                             "from U(-beta * eps, beta * eps); got an unbounded (inf) eps")
+
+    def _check_transfer_options(self) -> None:
+        """Validate the transfer-family fields and build their pieces once."""
+        for name in ("admix_copies", "kernel_size", "variance_samples"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{name} must be an integer >= 0 (0: off), got {v!r}")
+        if not isinstance(self.variance_beta, (int, float)) \
+                or not math.isfinite(self.variance_beta) or self.variance_beta <= 0:
+            raise ValueError(f"variance_beta must be a finite number > 0, got "
+                             f"{self.variance_beta!r}")
+        di = DiverseInputs(self.diversity_prob, self.resize_rate)
+        si = ScaleCopies(self.scale_copies)
+        mix = Admix(max(self.admix_copies, 1), self.admix_strength)
+        ti = GaussianSmoothing(max(self.kernel_size, 1), self.kernel_nsig)
+        pieces = tuple(t for t, on in ((mix, self.admix_copies > 0), (si, self.scale_copies > 1),
+                                       (di, self.diversity_prob > 0)) if on)
+        object.__setattr__(self, "_input_transforms", pieces)
+        object.__setattr__(self, "_smoothing", ti if self.kernel_size else None)
 
     # -- public API ---------------------------------------------------------------------
     @property
     def threat(self) -> ThreatModel:
         return ThreatModel(self.norm, self.eps, self.bounds)
+
+    @property
+    def batch_independent(self) -> bool:
+        """Whether attacking a batch gives what attacking its examples one by one gives.
+
+        False with draws shaped by the batch (a random start, variance tuning's neighbours)
+        and with Admix, which mixes in *other* images of the batch by design."""
+        return not (self.random_start or self.variance_samples or self.admix_copies)
 
     def replace(self, **changes: Any) -> Attack:
         """A copy with some fields changed (configs are frozen)."""
@@ -494,6 +333,7 @@ class Attack:
         layout = _channels_last_params(model) if self.channels_last else contextlib.nullcontext()
         with model_mode(model, self.model_mode), layout:
             probe_model(model, x, checks)
+            self._probe_transforms(model, x)
             oracle = _Oracle(self, model)
             best: AttackResult | None = None
             for _ in range(self.restarts):
@@ -504,21 +344,79 @@ class Attack:
                 best = res if best is None else self._keep_best(best, res, labels, goal)
             return best
 
+    def _probe_transforms(self, model: nn.Module, x: torch.Tensor) -> None:
+        """DI that enlarges (``resize_rate > 1``) needs a model that takes larger images:
+        check it on one example at the largest size before any work."""
+        if not (self.diversity_prob > 0 and self.resize_rate > 1):
+            return
+        if x.ndim != 4:
+            raise ValueError(f"input diversity needs image batches [N, C, H, W], got shape "
+                             f"{tuple(x.shape)}")
+        w = x.shape[-1]
+        size = max(int(w * self.resize_rate), w + 1)
+        try:
+            with torch.no_grad():
+                model(torch.nn.functional.pad(x[:1], [0, size - w, 0, size - x.shape[-2]]))
+        except Exception as e:
+            raise ValueError(
+                f"diversity_prob > 0 with resize_rate {self.resize_rate} feeds the model "
+                f"{size}x{size} images, which it does not accept ({type(e).__name__}: "
+                f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}); use a "
+                f"resize_rate below 1 (0.9 shrinks and pads back to {w}x{w})") from None
+
     # -- the loop -----------------------------------------------------------------------
     def _gradient(self, model: nn.Module | _Oracle, x_in: torch.Tensor,
-                  labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Input gradient of the summed loss (the mean of ``eot_samples`` draws) and the
-        per-example loss."""
+                  labels: torch.Tensor, generator: torch.Generator | None = None,
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Input gradient of the summed loss (the mean of ``eot_samples`` draws, each over
+        the input transformations' copies, then smoothed by TI) and the per-example loss."""
         oracle = model if isinstance(model, _Oracle) else _Oracle(self, model)
-        grad, loss_sum = oracle.gradient(x_in, labels)
+        draw = self._transformed_gradient if self._input_transforms else \
+            (lambda o, x, lab, _gen: o.gradient(x, lab))
+        grad, loss_sum = draw(oracle, x_in, labels, generator)
         for _ in range(self.eot_samples - 1):
-            g, loss = oracle.gradient(x_in, labels)
+            g, loss = draw(oracle, x_in, labels, generator)
             grad = grad + g
             loss_sum = loss_sum + loss
         if self.eot_samples > 1:
             grad = grad / self.eot_samples
             loss_sum = loss_sum / self.eot_samples
-        return self._finite(grad, oracle), loss_sum
+        grad = self._finite(grad, oracle)
+        if self._smoothing is not None:
+            grad = self._smoothing(grad)
+        return grad, loss_sum
+
+    def _transformed_gradient(self, oracle: _Oracle, x_in: torch.Tensor, labels: torch.Tensor,
+                              generator: torch.Generator | None,
+                              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean over the input transformations' copies of ``grad_x J(copy(x))``: each copy's
+        gradient comes from the oracle (one forward + backward of the model), then one
+        backward through the (cheap) transformations takes them all back to ``x``."""
+        xr = x_in.detach().requires_grad_(True)
+        with torch.enable_grad():
+            copies = apply_input_transforms(self._input_transforms, xr, generator)
+            grads, loss_sum = [], None
+            for c in copies:
+                g, loss = oracle.gradient(c, labels)
+                grads.append(g)
+                loss_sum = loss if loss_sum is None else loss_sum + loss
+            (grad,) = torch.autograd.grad(copies, xr, grads)
+        k = len(copies)
+        return (grad / k if k > 1 else grad), (loss_sum / k if k > 1 else loss_sum)
+
+    def _variance(self, oracle: _Oracle, x_adv: torch.Tensor, grad: torch.Tensor,
+                  labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Variance tuning's ``v = mean_N grad J(x_t + r_i) - grad``, ``r_i`` uniform in the
+        ``beta * eps`` cube around ``x_t`` (not clipped, as in the paper's code)."""
+        radius = (self.threat.eps_tensor(x_adv) * self.variance_beta).reshape(
+            -1, *([1] * (x_adv.ndim - 1)))
+        total = torch.zeros_like(x_adv)
+        for _ in range(self.variance_samples):
+            r = torch.rand(x_adv.shape, generator=generator, device=x_adv.device,
+                           dtype=x_adv.dtype).mul_(2).sub_(1).mul_(radius)
+            g, _ = self._gradient(oracle, x_adv + r, labels, generator)
+            total += g
+        return total / self.variance_samples - grad
 
     def _finite(self, grad: torch.Tensor, oracle: _Oracle) -> torch.Tensor:
         """``grad`` itself when finite; else raise, or (``nonfinite="warn"``) zero the bad
@@ -574,12 +472,17 @@ class Attack:
         # direction sees, so it is skipped (I-FGSM, PGD, FGSM; MI-FGSM with mu = 0 alike).
         momentum = self.decay > 0
         g = torch.zeros_like(x) if momentum else None
+        v = torch.zeros_like(x) if self.variance_samples else None
         updates: list[torch.Tensor] = []
         loss = None
         for _ in range(self.steps):
             x_look = x_adv + (s * self.decay) * alpha * g if self.nesterov and momentum \
                 else x_adv
-            grad, loss = self._gradient(oracle, x_look, labels)
+            grad, loss = self._gradient(oracle, x_look, labels, generator)
+            if v is not None:  # variance tuning: this step uses the last step's variance
+                v_next = self._variance(oracle, x_adv, grad, labels, generator)
+                grad = grad + v
+                v = v_next
             if momentum:
                 # g <- mu g + grad / mean|grad|, in place in the loop's own buffer (no new
                 # tensor per step)
@@ -590,7 +493,9 @@ class Attack:
                 g = grad
             # x + s alpha dir(g): for Linf s alpha sign(g) is exact, so the fused form rounds
             # like the textbook one
-            x_new = project(torch.addcmul(x_adv, step, tm.step_direction(g)))
+            direction = tm.step_direction(g, at=x_adv, sign=s) if tm.norm is Norm.L1 \
+                else tm.step_direction(g)
+            x_new = project(torch.addcmul(x_adv, step, direction))
             if record:
                 updates.append((x_new - x_adv).detach())
             x_adv = x_new
