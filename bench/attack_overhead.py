@@ -1,5 +1,9 @@
 """Attack overhead: time of a T-step attack / time of T plain forward+backward passes.
 
+(For the transfer family, "T passes" is every pass the attack needs: see
+:func:`necessary_passes`; e.g. ``--attack sinifgsm,vmifgsm,admix --model mnist-cnn
+--batch 256``.)
+
 The floor for a T-step gradient attack is T forward+backward passes of the model with
 respect to the input. For every (model, batch size, attack) of the grid this script times
 three contenders on the same model and batch, alternating them in one process:
@@ -50,10 +54,22 @@ def attack_points(atk, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> li
     finally:
         hook.remove()
     points = seen[1:]  # the first forward is the attack's one-example probe
-    if len(points) != atk.steps or any(p.shape != x.shape for p in points):
-        raise RuntimeError(f"expected {atk.steps} full-batch passes, saw "
+    if atk.diversity_prob > 0 and atk.resize_rate > 1:
+        points = points[1:]  # and enlarging DI probes the larger size once more
+    n = necessary_passes(atk)
+    if len(points) != n or any(p.shape[0] != x.shape[0] for p in points):
+        raise RuntimeError(f"expected {n} full-batch passes, saw "
                            f"{[tuple(p.shape) for p in seen]}")
     return points
+
+
+def necessary_passes(atk) -> int:
+    """Forward+backward passes a gradient attack cannot do without: per step one per input
+    copy (SI's scale copies times Admix's images) for the gradient and for each of variance
+    tuning's neighbours, times the EOT samples. The transfer family's floor is these passes
+    at the very copies the attack feeds the model (``plain_iterates``)."""
+    per_step = atk.scale_copies * max(atk.admix_copies, 1) * (1 + atk.variance_samples)
+    return atk.steps * per_step * atk.eot_samples
 
 
 def main() -> None:
@@ -77,7 +93,7 @@ def main() -> None:
                 steps = 1 if atk_name == "fgsm" else args.steps
                 atk = create_attack(atk_name, eps=0.3, steps=steps)
                 points = attack_points(atk, model, x, y)
-                t = alternate({"plain": partial(plain_passes, model, [x] * steps, y),
+                t = alternate({"plain": partial(plain_passes, model, [x] * len(points), y),
                                "attack": partial(atk, model, x, y),
                                "plain_iterates": partial(plain_passes, model, points, y)},
                               args.repeats, args.device)

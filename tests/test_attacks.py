@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
 
-from advlab.attacks import ATTACKS, GRADIENT_ATTACKS, IFGSM, MIFGSM, PGD, create_attack
+from advlab.attacks import (
+    APGD_ATTACKS,
+    ATTACKS,
+    GRADIENT_ATTACKS,
+    IFGSM,
+    MIFGSM,
+    PGD,
+    create_attack,
+)
 from advlab.threat import Norm, per_example_norm
 from conftest import TinyCNN, blobs
 
@@ -16,7 +25,7 @@ EPS = {Norm.LINF: 0.1, Norm.L2: 0.8, Norm.L1: 4.0}
 NAMES = sorted(set(GRADIENT_ATTACKS) - {"bim"})
 # every registered attack joins the bounds / side-effect tests, with the norms it supports
 ALL = [(n, norm) for n in sorted(set(ATTACKS) - {"bim"}) for norm in NORMS
-       if not (n == "square" and norm is Norm.L1)]
+       if not ((n == "square" or n in APGD_ATTACKS) and norm is Norm.L1)]
 
 
 def make(name: str, norm: Norm, **kw):
@@ -24,6 +33,8 @@ def make(name: str, norm: Norm, **kw):
         kw.setdefault("steps", 1 if name == "fgsm" else 5)
     elif name == "square":
         kw.setdefault("n_queries", 30)
+    elif name in APGD_ATTACKS:
+        kw.setdefault("steps", 10)
     return create_attack(name, eps=EPS[norm], norm=norm, **kw)
 
 
@@ -190,3 +201,16 @@ def test_attack_registry_errors():
     with pytest.raises(TypeError, match="bad arguments for attack 'fgsm'"):
         create_attack("fgsm", eps=0.1, wrong=1)
     assert create_attack("MI-FGSM", eps=0.1).decay == 1.0
+
+
+@pytest.mark.parametrize("name, norm", ALL, ids=lambda v: getattr(v, "value", v))
+def test_per_example_eps_bounds_each_example(name, norm, trained_cnn, data):
+    """A per-example eps tensor: each example stays in its own ball (0 leaves it in place)."""
+    x, y = data
+    n = x.shape[0]
+    eps = EPS[norm] * torch.linspace(0, 1, n)
+    x_adv = dataclasses.replace(make(name, norm), eps=eps)(trained_cnn, x, y)
+    dist = per_example_norm(x_adv - x, norm)
+    assert bool((dist <= eps + 1e-6).all()), (dist - eps).max()
+    assert float(dist[0]) == 0.0
+    assert x_adv.min() >= 0 and x_adv.max() <= 1

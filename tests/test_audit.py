@@ -261,6 +261,7 @@ def _fake_session(thresholds=None, **outcomes):
         widen=lambda tol, *o: tol,
         fgsm=lambda e: made["fgsm"], mifgsm=lambda e: made["mifgsm"],
         pgd=lambda e, **kw: made["pgd"], clean=lambda: made["clean"],
+        apgd=lambda e, **kw: made.get("apgd", made.get("pgd")),
         large_eps=lambda: 0.5, settings={"sweep": (0.5, 1.0, 2.0)},
     ), made
 
@@ -268,18 +269,24 @@ def _fake_session(thresholds=None, **outcomes):
 def test_single_step_beating_iterative_fails():
     ten = [True] * 10
     s, _ = _fake_session(fgsm=[False] * 5 + [True] * 5, pgd=[False] * 2 + [True] * 8,
-                         mifgsm=[False] * 6 + [True] * 4)
+                         mifgsm=[False] * 6 + [True] * 4, apgd=[False] * 10)
     flag = audit_mod._flag_single_step(s)
     assert flag.severity == "fail" and flag.evidence.startswith("PGD succeed")
     s, _ = _fake_session(fgsm=ten, pgd=ten, mifgsm=ten)
     assert audit_mod._flag_single_step(s).passed
+    # APGD-CE is among the iterative attacks that must beat FGSM
+    fooled = [False] * 10  # the outcomes are "still correct" flags
+    s, _ = _fake_session(fgsm=[False] * 5 + [True] * 5, pgd=fooled, mifgsm=fooled,
+                         apgd=[True] * 8 + [False] * 2)
+    flag = audit_mod._flag_single_step(s)
+    assert flag.severity == "fail" and flag.evidence.startswith("APGD-CE succeed")
 
 
 def test_accuracy_rising_with_eps_fails():
     s, _ = _fake_session(clean=[True] * 10, pgd=[True] * 10)
     outs = {0.0: [True] * 10, 0.05: [True] * 5 + [False] * 5, 0.1: [True] * 9 + [False],
             0.2: [False] * 10, 0.5: [False] * 10}
-    s.pgd = lambda e, **kw: audit_mod._Outcome(None, torch.tensor([outs[e]]))
+    s.apgd = lambda e, **kw: audit_mod._Outcome(None, torch.tensor([outs[e]]))
     flag = audit_mod._flag_sweep(s)
     assert flag.severity == "fail" and "0.05 -> 0.1" in flag.evidence
     assert flag.numbers["eps"] == [0.0, 0.05, 0.1, 0.2, 0.5]

@@ -34,8 +34,9 @@ TABLES = ["models", "table1", "table1_on_correct", "table2", "table2_on_correct"
           "table3_on_correct", "paper_table1", "paper_table2", "paper_table3", "eps_sweep",
           "fig_decay", "fig_iterations", "fig_cosine", "table1_side_by_side",
           "table2_side_by_side", "table3_side_by_side", "table1_differences",
-          "table2_differences", "table3_differences"]
-FIGURES = ["decay.png", "iterations.png", "eps.png", "cosine.png", "examples.png"]
+          "table2_differences", "table3_differences", "beyond", "beyond_summary"]
+FIGURES = ["decay.png", "iterations.png", "eps.png", "cosine.png", "examples.png",
+           "beyond.png"]
 
 
 def tiny_mlp() -> nn.Module:
@@ -64,7 +65,7 @@ def tiny_cfg(**kw) -> MomentumConfig:
                 n_images=40, ensemble_images=20, figure_images=20, chunk_size=20,
                 mu_grid=(0.0, 1.0, 2.0), iter_grid=(1, 2, 4), eps_grid=(0.1, 0.3),
                 train_epochs=1, train_size=256, advtrain_epochs=1, advtrain_size=256,
-                train_test_size=100, batch_size=256)
+                train_test_size=100, batch_size=256, beyond_images=40, beyond_sources=2)
     base.update(kw)
     return MomentumConfig(**base)
 
@@ -145,6 +146,22 @@ def test_every_table_and_figure_is_produced(first_run):
         res["eps_sweep"]["FGSM|0.2"]
     assert res["decay"]["1"] == res["eps_sweep"]["MI-FGSM|0.2"]
     assert res["decay"]["0"] == res["eps_sweep"]["I-FGSM|0.2"]
+    # beyond the paper: 2 sources x (2 baselines + 10 transfer attacks), 7 targets; on the
+    # images of Table 1 the baselines are Table 1's own units (computed once)
+    b = t["beyond"]
+    assert len(b["rows"]) == 2 * 12 and len(b["columns"]) == 2 + 7
+    assert [r[1] for r in b["rows"][:12]] == ["I-FGSM", "MI-FGSM"] + list(mm.BEYOND_ATTACKS)
+    assert res["beyond"]["Inc-v4|MI-FGSM"] == res["table1"]["Inc-v4|MI-FGSM"]
+    for i, marks in enumerate(b["marks"]):
+        assert [j for j, m in enumerate(marks) if m == "*"] == [2 + i // 12]
+    summ = t["beyond_summary"]
+    assert [r[1] for r in summ["rows"]] == ["I-FGSM", "MI-FGSM"] + list(mm.BEYOND_ATTACKS)
+    assert summ["rows"][1][5] == "baseline"
+    assert {r[5] for r in summ["rows"][2:]} <= {"better", "worse", "undecided"}
+    for row, ivs in zip(summ["rows"], summ["intervals"]):
+        for v, iv in zip(row[2:4], ivs[2:4]):
+            assert iv[0] <= v <= iv[1]
+    assert "Beyond the paper" in md
 
 
 def test_second_run_recomputes_nothing(first_run):
@@ -231,7 +248,8 @@ def test_eps_rule_picks_the_smallest_eps_on_i_fgsm_alone(first_run, tmp_path):
     cache = tmp_path / "cache"
     shutil.copytree(root / "cache" / "checkpoints", cache / "checkpoints")
     small = dict(mu_grid=(1.0,), iter_grid=(3,), n_images=20, ensemble_images=20,
-                 figure_images=20, eps_rule_images=20, eps_grid=(0.02, 0.1, 0.3))
+                 figure_images=20, beyond_images=20, eps_rule_images=20,
+                 eps_grid=(0.02, 0.1, 0.3))
     res = run_momentum(tiny_cfg(eps=None, **small), tmp_path / "a", cache_dir=cache,
                        progress=False, threads=1)
     rule = res["eps_rule"]
@@ -301,8 +319,11 @@ def test_cost_estimate_counts_shared_units_once():
     cfg = tiny_cfg()
     est = mm.estimate_cost(cfg)
     # 12 Table-1 units x 2 chunks + 36 + 9 ensemble units + figure units not shared
-    # (decay mu=2; T=2, T=4 for both attacks; eps 0.1 and 0.3 for three attacks) = 80
-    assert est["attack_units"] == 24 + 36 + 9 + 1 + 4 + 6
+    # (decay mu=2; T=2, T=4 for both attacks; eps 0.1 and 0.3 for three attacks) = 80, and
+    # beyond the paper 2 sources x 10 transfer attacks x 2 chunks (its I-FGSM and MI-FGSM
+    # baselines are Table 1's units) = 40
+    assert est["attack_units"] == 24 + 36 + 9 + 1 + 4 + 6 + 40
+    assert mm.estimate_cost(tiny_cfg(beyond=()))["attack_units"] == 80
     assert est["total_gflop"] > est["attack_gflop"] > 0
 
 

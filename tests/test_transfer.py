@@ -316,3 +316,26 @@ def test_enlarging_di_on_a_fixed_size_model_fails_before_any_work(trained_cnn, x
     x, y = xy
     with pytest.raises(ValueError, match="does not accept"):
         DIFGSM(eps=EPS, resize_rate=1.5)(trained_cnn, x, y)  # 12x12: its Linear refuses
+
+
+def test_every_transfer_flag_reaches_the_attack():
+    from advlab import cli
+    args = cli.build_parser().parse_args([
+        "attack", "mnist-cnn", "--attack", "mifgsm", "--eps", "0.2", "--diversity-prob", "0.3",
+        "--resize-rate", "0.8", "--scale-copies", "3", "--admix-copies", "2",
+        "--admix-strength", "0.1", "--kernel-size", "5", "--kernel-nsig", "2",
+        "--variance-samples", "4", "--variance-beta", "1.2"])
+    atk = cli.attack_from_args(args)
+    assert (atk.diversity_prob, atk.resize_rate, atk.scale_copies, atk.admix_copies,
+            atk.admix_strength, atk.kernel_size, atk.kernel_nsig, atk.variance_samples,
+            atk.variance_beta) == (0.3, 0.8, 3, 2, 0.1, 5, 2.0, 4, 1.2)
+    # unset: each preset's own defaults
+    args = cli.build_parser().parse_args(["attack", "mnist-cnn", "--attack", "vmifgsm",
+                                          "--eps", "0.2"])
+    atk = cli.attack_from_args(args)
+    assert (atk.variance_samples, atk.variance_beta, atk.decay) == (20, 1.5, 1.0)
+    # and a piece the attack does not have is refused, naming the flag
+    args = cli.build_parser().parse_args(["attack", "mnist-cnn", "--attack", "square",
+                                          "--eps", "0.2", "--kernel-size", "5"])
+    with pytest.raises(SystemExit, match="--kernel-size does not apply"):
+        cli.attack_from_args(args)

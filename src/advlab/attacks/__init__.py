@@ -1,6 +1,8 @@
 """Gradient attacks (one shared loop), losses, ensembles and the attack registry.
 
-Every attack -- the gradient attacks, :class:`SquareAttack` and :class:`RandomSignNoise` --
+Every attack -- the gradient attacks (the one loop's presets, the transfer family among
+them), the APGD variants (:mod:`advlab.attacks.apgd`), :class:`SquareAttack` and
+:class:`RandomSignNoise` --
 follows one protocol: a frozen config with ``eps``, ``norm``, ``bounds``, ``seed`` and
 ``name``; ``attack(model, x, y, target=None)`` returns the adversarial inputs and
 ``attack.run(model, x, y, target=None, *, generator=None)`` a result with ``x_adv``, drawing
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from advlab.attacks.apgd import APGD, APGDDLR, APGDT
 from advlab.attacks.base import (
     Attack,
     AttackResult,
@@ -64,8 +67,8 @@ __all__ = [
     "Goal", "cross_entropy", "cw_margin", "get_loss", "FGSM", "FGM", "IFGSM", "BIM", "PGD",
     "MIFGSM", "MIFGM", "NIFGSM", "DIFGSM", "DIMIFGSM", "TIFGSM", "TIMIFGSM", "TIDIMIFGSM",
     "SINIFGSM", "VMIFGSM", "VNIFGSM", "AdmixMIFGSM", "TRANSFER_PRESETS",
-    "ATTACKS", "GRADIENT_ATTACKS", "create_attack", "list_attacks", "SquareAttack",
-    "RandomSignNoise",
+    "ATTACKS", "GRADIENT_ATTACKS", "APGD_ATTACKS", "create_attack", "list_attacks", "SquareAttack",
+    "RandomSignNoise", "APGD", "APGDDLR", "APGDT",
 ]
 
 #: name -> gradient attack class (all built on the one loop of ``base.py``).
@@ -73,9 +76,11 @@ GRADIENT_ATTACKS: dict[str, type[Attack]] = {
     cls.name: cls for cls in (FGSM, IFGSM, PGD, MIFGSM, *TRANSFER_PRESETS)
 }
 GRADIENT_ATTACKS["bim"] = IFGSM
+#: name -> APGD variant (Croce and Hein, ICML 2020): the same protocol, its own schedule.
+APGD_ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in (APGD, APGDDLR, APGDT)}
 
 #: name -> every attack class: the gradient attacks plus the gradient-free checks.
-ATTACKS: dict[str, type] = {**GRADIENT_ATTACKS, "square": SquareAttack,
+ATTACKS: dict[str, type] = {**GRADIENT_ATTACKS, **APGD_ATTACKS, "square": SquareAttack,
                             "randomnoise": RandomSignNoise}
 
 

@@ -421,8 +421,10 @@ class Attack:
     def _finite(self, grad: torch.Tensor, oracle: _Oracle) -> torch.Tensor:
         """``grad`` itself when finite; else raise, or (``nonfinite="warn"``) zero the bad
         entries, warning once per run."""
+        if bool(torch.isfinite(grad.sum())):  # one reduction: NaN/inf would make it so
+            return grad
         bad = ~torch.isfinite(grad)
-        if not bool(bad.any()):
+        if not bool(bad.any()):  # a finite gradient whose sum overflowed
             return grad
         err = NonFiniteGradientError(int(bad.sum()), grad.numel(), type(self).__name__)
         if self.nonfinite == "raise":

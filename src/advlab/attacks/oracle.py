@@ -225,26 +225,32 @@ class _Oracle:
     def gradient(self, x: torch.Tensor, labels: torch.Tensor,
                  amp: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """``(grad of loss.sum() w.r.t. x, per-example loss)``."""
+        g, loss, _ = self.gradient_and_scores(x, labels, amp=amp)
+        return g, loss
+
+    def gradient_and_scores(self, x: torch.Tensor, labels: torch.Tensor, *, amp: bool = True,
+                            loss_fn: Callable[..., torch.Tensor] | None = None,
+                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(grad of loss.sum() w.r.t. x, per-example loss, scores)`` from one forward and
+        one backward pass; ``loss_fn`` overrides the attack's loss (APGD's objectives)."""
         use_amp = amp and self.amp_dtype is not None
         scale = self.scale if use_amp else 1.0
-        loss_fn = self.loss_fn
+        base = loss_fn or self.loss_fn
+        fn = base
         if scale != 1.0:
-            base = loss_fn
-
-            def loss_fn(z: torch.Tensor, lab: torch.Tensor) -> torch.Tensor:
+            def fn(z: torch.Tensor, lab: torch.Tensor) -> torch.Tensor:
                 return base(z, lab) * scale
 
         xi = self._prepare(x)
         if self.grad_hook is not None:
             with torch.enable_grad():
-                g, loss, _ = self._hook(self.grad_hook, xi, labels, loss_fn,
-                                        self._call(use_amp))
+                g, loss, scores = self._hook(self.grad_hook, xi, labels, fn, self._call(use_amp))
         else:
             xi.requires_grad_(True)
             with torch.enable_grad():
-                loss, _ = self.loss_and_scores(xi, labels, amp=use_amp, loss_fn=loss_fn)
+                loss, scores = self.loss_and_scores(xi, labels, amp=use_amp, loss_fn=fn)
                 (g,) = torch.autograd.grad(loss.sum(), xi)
-        loss = loss.detach()
+        loss, scores = loss.detach(), scores.detach()
         if scale != 1.0:
             g, loss = g / scale, loss / scale
         if use_amp and self.amp_dtype is torch.float16 and not bool(torch.isfinite(g).all()):
@@ -252,8 +258,8 @@ class _Oracle:
                 log.warning("amp='fp16': the input gradient overflowed; retrying in %s "
                             "(further retries in this run are silent)", x.dtype)
                 self._warned_overflow = True
-            return self.gradient(x, labels, amp=False)
-        return g, loss
+            return self.gradient_and_scores(x, labels, amp=False, loss_fn=loss_fn)
+        return g, loss, scores
 
 
 def _plain_call(module: nn.Module, x: torch.Tensor) -> torch.Tensor:

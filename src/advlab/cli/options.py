@@ -81,16 +81,15 @@ def add_attack_options(p: argparse.ArgumentParser, default_attack: str = "fgsm",
     if multi:
         g.add_argument("--attack", action="append", default=None, type=parse_names,
                        metavar="NAME[,NAME...]",
-                       help="attack names, comma-separated or repeated: fgsm, ifgsm (bim), "
-                            f"pgd, mifgsm, nifgsm (default {default_attack})")
+                       help=f"attack names, comma-separated or repeated: {_ATTACK_NAMES} "
+                            f"(default {default_attack})")
         g.add_argument("--eps", action="append", default=None, type=parse_eps_list,
                        metavar="EPS[,EPS...]",
                        help="budgets in pixel units ([0,1] images), comma-separated or "
                             f"repeated; 16/255 is accepted (default {default_eps})")
     else:
         g.add_argument("--attack", default=default_attack,
-                       help="attack name: fgsm, ifgsm (bim), pgd, mifgsm, nifgsm "
-                            f"(default {default_attack})")
+                       help=f"attack name: {_ATTACK_NAMES} (default {default_attack})")
         g.add_argument("--eps", type=parse_eps, default=default_eps,
                        help=f"perturbation budget in [0,1] pixel units (default {default_eps})")
     g.add_argument("--norm", default="linf", choices=["linf", "l2", "l1"])
@@ -103,6 +102,35 @@ def add_attack_options(p: argparse.ArgumentParser, default_attack: str = "fgsm",
     g.add_argument("--no-clip", action="store_true",
                    help="do not clip to [0,1] (only to reproduce flawed evaluations)")
     g.add_argument("--attack-seed", type=int, default=0, help="seed of random starts")
+    t = p.add_argument_group("transfer-attack pieces (any gradient attack; default: the "
+                             "attack's own, off for fgsm .. nifgsm)")
+    t.add_argument("--diversity-prob", type=float, default=None,
+                   help="DI: probability of a random resize + pad per step (difgsm: 0.5)")
+    t.add_argument("--resize-rate", type=float, default=None,
+                   help="DI: output size / input size (0.9 shrinks and pads back; the "
+                        "paper's 1.1 enlarges and needs a model with global pooling)")
+    t.add_argument("--scale-copies", type=int, default=None,
+                   help="SI: gradient averaged over x / 2^i, i < m (sinifgsm: 5)")
+    t.add_argument("--admix-copies", type=int, default=None,
+                   help="Admix: admixed images per step (admix: 3)")
+    t.add_argument("--admix-strength", type=float, default=None,
+                   help="Admix: eta of x + eta * x' (0.2)")
+    t.add_argument("--kernel-size", type=int, default=None,
+                   help="TI: Gaussian kernel size for the gradient (tifgsm: 15; 0 off)")
+    t.add_argument("--kernel-nsig", type=float, default=None,
+                   help="TI: the kernel spans [-nsig, nsig] standard deviations (3)")
+    t.add_argument("--variance-samples", type=int, default=None,
+                   help="VMI/VNI: neighbours N of variance tuning (vmifgsm: 20; 0 off)")
+    t.add_argument("--variance-beta", type=float, default=None,
+                   help="VMI/VNI: neighbours drawn from U(-beta eps, beta eps) (1.5)")
+
+
+_TRANSFER_OPTIONS = ("diversity_prob", "resize_rate", "scale_copies", "admix_copies",
+                     "admix_strength", "kernel_size", "kernel_nsig", "variance_samples",
+                     "variance_beta")
+_ATTACK_NAMES = ("fgsm, ifgsm (bim), pgd, mifgsm, nifgsm, difgsm, dimifgsm, tifgsm, "
+                 "timifgsm, tidimifgsm, sinifgsm, vmifgsm, vnifgsm, admix, apgd, apgddlr, "
+                 "apgdt, square, randomnoise")
 
 
 _OPTION_DEFAULTS: dict[str, Any] = {"restarts": 1, "loss": "ce", "eot_samples": 1, "clip": True}
@@ -117,6 +145,7 @@ def attack_from_args(args: argparse.Namespace):
                           "loss": args.loss, "eot_samples": args.eot, "clip": not args.no_clip,
                           "seed": args.attack_seed, "steps": args.steps, "alpha": args.alpha,
                           "decay": args.decay}
+    kw.update({k: getattr(args, k, None) for k in _TRANSFER_OPTIONS})
     # Options an attack does not have (e.g. --restarts for the gradient-free Square Attack) are
     # dropped while they hold the command line's default, and refused when set.
     fields = {f.name for f in dataclasses.fields(attack_class(args.attack))}

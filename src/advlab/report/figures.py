@@ -167,6 +167,7 @@ def bar_chart(
     value_format: str = DEFAULT_FLOAT_FORMAT,
     figsize: tuple[float, float] | None = None,
     dpi: float = DPI,
+    intervals: Mapping[str, Sequence[tuple[float, float]]] | None = None,
 ) -> Path:
     """Grouped bars: one group per entry of ``groups``, one bar per series, value on each bar.
 
@@ -177,6 +178,8 @@ def bar_chart(
         percent: values are percentages (0..100): the y axis shows 0 % .. 100 %.
         value_format: format spec of the labels on the bars; the default is the tables'
             (``.2f``), so a bar reads exactly like the same number in a report table.
+        intervals: series name -> one ``(lo, hi)`` per group (e.g. a 95 % interval), drawn
+            as an error bar on that bar; series without an entry get none.
 
     Example: the accuracy chart of the VOneNet-FGSM report::
 
@@ -197,6 +200,16 @@ def bar_chart(
                 f"series {name!r} has {arr.size} values but there are {len(groups)} groups"
             )
         arrays[name] = arr
+    spans: dict[str, np.ndarray] = {}
+    for name, ivs in (intervals or {}).items():
+        if name not in arrays:
+            raise ValueError(f"intervals name series {name!r}, which is not among "
+                             f"{list(arrays)}")
+        iv = np.asarray([[np.nan, np.nan] if v is None else v for v in ivs], dtype=float)
+        if iv.shape != (len(groups), 2):
+            raise ValueError(f"intervals of {name!r} must hold one (lo, hi) per group "
+                             f"({len(groups)}), got shape {iv.shape}")
+        spans[name] = iv
     labels = {
         name: ["n/a" if not np.isfinite(v) else format_value(float(v), value_format) for v in arr]
         for name, arr in arrays.items()
@@ -228,14 +241,25 @@ def bar_chart(
                 linewidth=0.6,
                 zorder=2,
             )
-            ax.bar_label(
-                bars,
-                labels=labels[name],
-                padding=2,
-                fontsize=label_size,
-                rotation=90 if rotate_values else 0,
-                color="#24292f",
-            )
+            if name in spans:
+                iv = spans[name]
+                ok = np.isfinite(iv).all(1) & np.isfinite(vals)
+                err = np.abs(np.stack([vals - iv[:, 0], iv[:, 1] - vals]))
+                ax.errorbar(offs[ok], vals[ok], yerr=err[:, ok], fmt="none",
+                            ecolor="#24292f", elinewidth=0.9, capsize=2.5, zorder=3)
+            if name in spans:  # the error bar sits on the bar's top: the value goes inside
+                ax.bar_label(bars, labels=labels[name], label_type="center",
+                             fontsize=label_size, rotation=90 if rotate_values else 0,
+                             color="white", fontweight="bold")
+            else:
+                ax.bar_label(
+                    bars,
+                    labels=labels[name],
+                    padding=2,
+                    fontsize=label_size,
+                    rotation=90 if rotate_values else 0,
+                    color="#24292f",
+                )
         ax.set_xticks(centers)
         long_names = max(len(g) for g in groups) * n_groups > 9 * figsize[0]
         ax.set_xticklabels(

@@ -22,21 +22,22 @@ flag name                      fails (or warns) when
                                ``budget_min_fraction * eps``, or the median fraction of movable
                                pixels it moves is below ``budget_min_pixels`` (see
                                :func:`check_budget_used`)
-``iterative_beats_single_step`` PGD (with restarts) or MI-FGSM succeeds less often than FGSM
-                               (by more than 3 points)
+``iterative_beats_single_step`` PGD (with restarts), MI-FGSM or APGD-CE succeeds less often
+                               than FGSM (by more than 3 points)
 ``whitebox_beats_transfer``    PGD transferred from a surrogate beats the white-box gradient
                                attacks (per-example best) by more than 3 points
 ``gradient_free_below_gradient`` Square Attack beats the gradient attacks (per-example best
-                               of FGSM, PGD, PGD-CW, MI-FGSM) by more than 10 points (warn:
-                               more than 3 points) -- gradient masking
+                               of FGSM, PGD, PGD-CW, MI-FGSM, APGD-CE, APGD-DLR) by more than
+                               10 points (warn: more than 3 points) -- gradient masking
 ``noise_below_gradient``       random sign noise beats the gradient attacks by > 3 points
-``accuracy_falls_with_eps``    accuracy rises by more than 3 points somewhere along an eps sweep
-``chance_at_large_eps``        at the eps that can turn any image gray (Linf 0.5) accuracy stays
-                               above chance + 10 points
+``accuracy_falls_with_eps``    APGD accuracy rises by more than 3 points somewhere along an eps
+                               sweep
+``chance_at_large_eps``        at the eps that can turn any image gray (Linf 0.5) APGD accuracy
+                               stays above chance + 10 points
 ``unbounded_reaches_100``      an unbounded attack (eps = inf, many steps) succeeds on fewer
                                than 99 % of the examples
 ``converged``                  doubling PGD's steps or restarts raises the per-example success
-                               of the gradient attacks (FGSM, PGD, PGD-CW, MI-FGSM) by more
+                               of the gradient attacks (FGSM, PGD, PGD-CW, MI-FGSM, APGD) by more
                                than 5 points (warn: raises PGD's own success that much)
 =============================  =============================================================
 

@@ -46,12 +46,14 @@ def _supports_frozen_noise(model: nn.Module) -> bool:
 
 def _flag_single_step(s: _Session) -> Flag:
     eps = s.eps
-    f, p, m = s.fgsm(eps), s.pgd(eps), s.mifgsm(eps)
-    tol = s.widen(s.thresholds.single_step_tol, f, p, m)
-    nums = dict(fgsm=_r(f.success), pgd=_r(p.success), mifgsm=_r(m.success), tolerance=_r(tol))
-    weak = [name for name, o in (("PGD", p), ("MI-FGSM", m)) if o.success < f.success - tol]
+    f, p, m, a = s.fgsm(eps), s.pgd(eps), s.mifgsm(eps), s.apgd(eps)
+    tol = s.widen(s.thresholds.single_step_tol, f, p, m, a)
+    nums = dict(fgsm=_r(f.success), pgd=_r(p.success), mifgsm=_r(m.success),
+                apgd=_r(a.success), tolerance=_r(tol))
+    weak = [name for name, o in (("PGD", p), ("MI-FGSM", m), ("APGD-CE", a))
+            if o.success < f.success - tol]
     txt = (f"success at eps={eps:g}: FGSM {f.success:.3f}, PGD {p.success:.3f}, "
-           f"MI-FGSM {m.success:.3f}")
+           f"MI-FGSM {m.success:.3f}, APGD-CE {a.success:.3f}")
     if weak:
         return _bad("iterative_beats_single_step", "fail",
                     f"{' and '.join(weak)} succeed less often than single-step FGSM ({txt}): "
@@ -154,7 +156,7 @@ def _sweep_eps(s: _Session) -> list[float]:
 
 
 def _sweep_outcome(s: _Session, e: float) -> _Outcome:
-    return s.clean() if e == 0 else s.pgd(e)
+    return s.clean() if e == 0 else s.apgd(e)
 
 
 def _flag_sweep(s: _Session) -> Flag:
@@ -173,19 +175,19 @@ def _flag_sweep(s: _Session) -> Flag:
     if rises:
         where = "; ".join(f"{a:.3g} -> {b:.3g} (+{d:.3f})" for a, b, d in rises)
         return _bad("accuracy_falls_with_eps", "fail",
-                    f"PGD accuracy rises with eps at {where} (eps: accuracy = {curve}): the "
+                    f"APGD accuracy rises with eps at {where} (eps: accuracy = {curve}): the "
                     f"attack does not use its larger budget", **nums)
-    return _ok("accuracy_falls_with_eps", f"PGD accuracy falls with eps ({curve})", **nums)
+    return _ok("accuracy_falls_with_eps", f"APGD accuracy falls with eps ({curve})", **nums)
 
 
 def _flag_large(s: _Session) -> Flag:
     big = s.large_eps()
-    o = s.pgd(big)
+    o = s.apgd(big)
     chance = 1.0 / s.num_classes
     limit = s.widen(s.thresholds.chance_margin, o) + chance
     nums = dict(eps=_r(big), accuracy=_r(o.accuracy), accuracy_std=_r(o.accuracy_std),
                 chance=_r(chance), limit=_r(limit))
-    txt = (f"PGD accuracy at eps={big:.3g} (every image can be turned mid-gray) is "
+    txt = (f"APGD accuracy at eps={big:.3g} (every image can be turned mid-gray) is "
            f"{o.accuracy:.3f}; chance is {chance:.3f}")
     if o.accuracy > limit:
         return _bad("chance_at_large_eps", "fail", f"{txt}: the attack cannot even reach "
@@ -240,7 +242,7 @@ def _flag_convergence(s: _Session) -> Flag:
 
 def check_iterative_vs_single_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                                    eps: float, **kw: Any) -> Flag:
-    """(b) PGD (with restarts) and MI-FGSM must succeed at least as often as FGSM."""
+    """(b) PGD (with restarts), MI-FGSM and APGD-CE must succeed at least as often as FGSM."""
     return _flag_single_step(_session(model, x, y, eps, **kw))
 
 
@@ -269,13 +271,13 @@ def check_random_noise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: 
 
 def check_eps_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
                     **kw: Any) -> Flag:
-    """(e) PGD accuracy must not rise along ``0 < ... < eps < ... < large eps``."""
+    """(e) APGD accuracy must not rise along ``0 < ... < eps < ... < large eps``."""
     return _flag_sweep(_session(model, x, y, eps, **kw))
 
 
 def check_large_eps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kw: Any) -> Flag:
     """(e) At the radius that reaches the mid-gray image (Linf 0.5 for [0, 1] pixels,
-    ``0.5 sqrt(d)`` for L2) PGD accuracy must be at most chance plus ``chance_margin``."""
+    ``0.5 sqrt(d)`` for L2) APGD accuracy must be at most chance plus ``chance_margin``."""
     return _flag_large(_session(model, x, y, kw.pop("eps", 0.1), **kw))
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from advlab.attacks.apgd import APGD
 from advlab.attacks.base import (
     NonFiniteGradientWarning,
     check_inputs,
@@ -171,6 +172,17 @@ class _Session:
                   nonfinite="warn")
         return self.run(("pgd", eps, steps, restarts, loss), atk)
 
+    def apgd(self, eps: float, *, loss: str = "ce", steps: int | None = None,
+             restarts: int | None = None) -> _Outcome:
+        """APGD (Croce and Hein, ICML 2020) with the cross-entropy or the DLR loss, at PGD's
+        budget (steps, restarts, EOT)."""
+        steps = self.settings["steps"] if steps is None else steps
+        restarts = self.settings["restarts"] if restarts is None else restarts
+        atk = APGD(eps=eps, norm=self.norm, steps=steps, restarts=restarts, loss=loss,
+                   eot_samples=self.eot, bounds=self.bounds, seed=self.seed + 7,
+                   nonfinite="warn")
+        return self.run(("apgd", eps, steps, restarts, loss), atk)
+
     def mifgsm(self, eps: float) -> _Outcome:
         atk = MIFGSM(eps=eps, norm=self.norm, steps=self.settings["steps"],
                      eot_samples=self.eot, bounds=self.bounds, seed=self.seed + 2,
@@ -207,8 +219,11 @@ class _Session:
         return self.run(("unbounded",), atk)
 
     def gradient_attacks(self, eps: float) -> dict[str, _Outcome]:
-        return {"fgsm": self.fgsm(eps), "pgd": self.pgd(eps), "pgd-cw": self.pgd(eps, loss="cw"),
-                "mifgsm": self.mifgsm(eps)}
+        out = {"fgsm": self.fgsm(eps), "pgd": self.pgd(eps), "pgd-cw": self.pgd(eps, loss="cw"),
+               "mifgsm": self.mifgsm(eps), "apgd-ce": self.apgd(eps)}
+        if self.num_classes >= 3:  # the DLR loss needs the third-largest logit
+            out["apgd-dlr"] = self.apgd(eps, loss="dlr")
+        return out
 
     # -- statistics --------------------------------------------------------------------
     def widen(self, tol: float, *outcomes: _Outcome) -> float:

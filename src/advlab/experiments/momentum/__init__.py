@@ -54,6 +54,14 @@ trained models, the clean predictions and attack chunks; the processes store the
 shared cache; rank 0 assembles the results from it and writes the same tables and figures as one
 process (:meth:`_Runner.share_work`).
 
+Beyond the paper: the transfer attacks that followed MI-FGSM (NI, DI2 / M-DI2, TI / TI-MI /
+TI-DIM, SI-NI, VMI, VNI, Admix; :data:`BEYOND_ATTACKS`), each with its paper's defaults, from
+the same sources and with the same eps and T as Table 1, against the same targets, with
+I-FGSM and MI-FGSM re-run on the same images as the baselines: a table with Wilson
+intervals, a summary of mean black-box success with paired-bootstrap intervals and the
+paired difference to MI-FGSM, and a bar chart (``figures/beyond.png``). *quick* runs it
+from the first source on 50 images; *standard* from every source on 500; *full* on 1000.
+
 A progress bar per stage (normal models, eps rule, adversarially trained models, attacks)
 counts its units; the FLOPs of every unit are counted for the report.
 
@@ -99,6 +107,7 @@ Example:
 from __future__ import annotations
 
 from advlab.experiments.momentum.config import (
+    BEYOND_ATTACKS,
     EPS_RULE_SUCCESS,
     IMAGENET_EPS,
     MNIST_ZOO,
@@ -135,7 +144,7 @@ __all__ = [
     "ATTACKS", "ROLES", "ADV_ROLES", "FUSIONS", "PAPER_TABLE1", "PAPER_TABLE2", "PAPER_TABLE3",
     "ModelSpec", "MomentumConfig", "Claim", "run_momentum", "estimate_cost", "claims",
     "SUITES", "PROFILES", "EPS_RULE_SUCCESS", "MNIST_ZOO", "IMAGENET_EPS", "specs_from_names",
-    "paper_claims",
+    "paper_claims", "BEYOND_ATTACKS",
     "claim_table1", "claim_table2", "claim_table3", "claim_decay", "claim_iterations",
     "claim_cosine",
 ]

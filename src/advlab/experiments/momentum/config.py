@@ -137,6 +137,14 @@ EPS_RULE_SUCCESS = 95.0
 IMAGENET_EPS = 16 / 255
 
 
+#: "Beyond the paper": the transfer attacks that followed MI-FGSM, each with its paper's
+#: defaults (:mod:`advlab.attacks.presets`), run like Table 1 (same eps, T, alpha = eps/T,
+#: sources and targets): table label -> registered attack name.
+BEYOND_ATTACKS: dict[str, str] = {
+    "NI-FGSM": "nifgsm", "DI2-FGSM": "difgsm", "M-DI2-FGSM": "dimifgsm", "TI-FGSM": "tifgsm",
+    "TI-MI-FGSM": "timifgsm", "TI-DIM": "tidimifgsm", "SI-NI-FGSM": "sinifgsm",
+    "VMI-FGSM": "vmifgsm", "VNI-FGSM": "vnifgsm", "Admix": "admix"}
+
 _FULL_GRIDS: dict[str, Any] = dict(mu_grid=_frange(0.0, 2.0, 0.1),
                                    iter_grid=tuple(range(1, 21)),
                                    eps_grid=(0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4))
@@ -146,17 +154,19 @@ _MNIST_PROFILES: dict[str, dict[str, Any]] = {
                   eps_rule_images=100, mu_grid=(0.0, 0.5, 1.0, 1.5, 2.0),
                   iter_grid=(1, 2, 5, 10, 20), eps_grid=(0.1, 0.15, 0.2, 0.25, 0.3),
                   train_epochs=1, train_size=4000, train_batch_size=128, advtrain_epochs=1,
-                  advtrain_size=3000, train_test_size=1000),
+                  advtrain_size=3000, train_test_size=1000, beyond_images=50,
+                  beyond_sources=1),
     "standard": dict(n_images=1000, ensemble_images=500, figure_images=500, chunk_size=250,
                      eps_rule_images=200, mu_grid=(0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0),
                      iter_grid=(1, 2, 3, 5, 7, 10, 15, 20),
                      eps_grid=(0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4),
                      train_epochs=3, train_size=None, train_batch_size=128,
-                     advtrain_epochs=1, advtrain_size=30000, train_test_size=10000),
+                     advtrain_epochs=1, advtrain_size=30000, train_test_size=10000,
+                     beyond_images=500, beyond_sources=None),
     "full": dict(n_images=1000, ensemble_images=None, figure_images=None, chunk_size=100,
                  eps_rule_images=500, **_FULL_GRIDS, train_epochs=10, train_size=None,
                  train_batch_size=64, advtrain_epochs=10, advtrain_size=None,
-                 train_test_size=10000),
+                 train_test_size=10000, beyond_images=None, beyond_sources=None),
 }
 
 
@@ -179,6 +189,11 @@ class MomentumConfig:
     white-box success is >= ``eps_rule_success`` % on every normal source, measured on the
     ``eps_rule_images`` test images that follow the evaluation images (never on MI-FGSM,
     never on the images of the tables); :attr:`eps_rule` states it.
+
+    Beyond the paper: ``beyond`` (labels of :data:`BEYOND_ATTACKS`; empty: no such table)
+    from the first ``beyond_sources`` normal models (None: all) on the first
+    ``beyond_images`` images (None: ``figure_images``), with I-FGSM and MI-FGSM on the same
+    images as the baselines.
 
     Figure grids: ``mu_grid`` (decay sweep, MI-FGSM), ``iter_grid`` (I-FGSM vs MI-FGSM),
     ``eps_grid`` (all three attacks; the config's eps is always added).
@@ -221,6 +236,9 @@ class MomentumConfig:
     advtrain_eps: float | None = None
     advtrain_schedule: str = "rotate"
     train_test_size: int = 1000
+    beyond: tuple[str, ...] = tuple(BEYOND_ATTACKS)
+    beyond_images: int | None = 50
+    beyond_sources: int | None = 1
     seed: int = 0
     device: str = "cpu"
     data_root: str | None = None
@@ -250,7 +268,13 @@ class MomentumConfig:
                      "advtrain_epochs", "train_test_size", "batch_size", "eps_rule_images",
                      "train_batch_size"):
             _check_int(name, getattr(self, name))
-        for name in ("ensemble_images", "figure_images", "train_size", "advtrain_size"):
+        object.__setattr__(self, "beyond", tuple(self.beyond))
+        unknown = [b for b in self.beyond if b not in BEYOND_ATTACKS]
+        if unknown:
+            raise ValueError(f"beyond: unknown attack(s) {unknown}; expected labels among "
+                             f"{list(BEYOND_ATTACKS)}")
+        for name in ("ensemble_images", "figure_images", "train_size", "advtrain_size",
+                     "beyond_images", "beyond_sources"):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name))
         if not isinstance(self.decay, (int, float)) or self.decay < 0:
@@ -347,9 +371,20 @@ class MomentumConfig:
         return self.figure_images or self.n_images
 
     @property
+    def n_beyond(self) -> int:
+        return self.beyond_images or self.n_figure
+
+    @property
+    def beyond_roles(self) -> tuple[str, ...]:
+        """The sources of the beyond-the-paper table."""
+        normal = tuple(s.role for s in self.normal)
+        return normal[:self.beyond_sources] if self.beyond_sources else normal
+
+    @property
     def n_total(self) -> int:
         """Images of the tables and figures (the eps rule's images come after them)."""
-        return max(self.n_images, self.n_ensemble, self.n_figure)
+        return max(self.n_images, self.n_ensemble, self.n_figure,
+                   self.n_beyond if self.beyond else 0)
 
     @property
     def store(self) -> str:
@@ -374,7 +409,8 @@ class MomentumConfig:
     def with_sizes(self, available: int) -> MomentumConfig:
         """The config with every image count capped at ``available``."""
         cap = {k: min(getattr(self, k), available) for k in
-               ("n_images", "ensemble_images", "figure_images") if getattr(self, k)}
+               ("n_images", "ensemble_images", "figure_images", "beyond_images")
+               if getattr(self, k)}
         return dataclasses.replace(self, **cap) if cap else self
 
 

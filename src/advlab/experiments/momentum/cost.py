@@ -76,7 +76,7 @@ def estimate_cost(cfg: MomentumConfig, flops: dict[str, float] | None = None
                 continue
             seen.add(ident)
             n_units += 1
-            attack += (e - s) * (2 * u.attack.steps * src + targets +
+            attack += (e - s) * (2 * u.attack.passes * src + targets +
                                  (2 * src if len(u.source) > 1 else 0))
     return {"train_gflop": train / 1e9, "attack_gflop": attack / 1e9,
             "total_gflop": (train + attack) / 1e9, "attack_units": n_units}

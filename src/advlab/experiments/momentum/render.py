@@ -14,6 +14,7 @@ from advlab.experiments.momentum.config import MomentumConfig
 from advlab.experiments.momentum.cost import _projection
 from advlab.experiments.momentum.paper import ATTACKS
 from advlab.experiments.momentum.tables import (
+    _beyond_tables,
     _differences1,
     _differences2,
     _differences3,
@@ -31,6 +32,8 @@ from advlab.experiments.momentum.tables import (
     _table1,
     _table2,
     _table3,
+    beyond_attacks,
+    beyond_means,
     significance_sentence,
 )
 from advlab.experiments.momentum.verdicts import Claim, _mean, claims, paper_claims
@@ -43,7 +46,7 @@ if TYPE_CHECKING:
 def _figures(results: dict[str, Any], cfg: MomentumConfig, labels: dict[str, str],
              fig_dir: Path, runner: _Runner) -> list[tuple[Path, str]]:
     try:
-        from advlab.report.figures import image_grid, line_plot, multi_line_grid
+        from advlab.report.figures import bar_chart, image_grid, line_plot, multi_line_grid
     except ImportError as e:  # matplotlib missing
         runner.notes.append(f"figures skipped: matplotlib is not importable ({e})")
         return []
@@ -107,6 +110,8 @@ def _figures(results: dict[str, Any], cfg: MomentumConfig, labels: dict[str, str
                         f"averaged over {cfg.n_images} images, for I-FGSM and MI-FGSM crafted "
                         f"on {labels[src0]} (T = {cfg.steps}). Paper: higher for MI-FGSM "
                         f"(momentum stabilises the update direction)."))
+    if results.get("beyond"):
+        figs.append(_beyond_figure(results, cfg, labels, fig_dir, bar_chart))
     u = runner.plan.table1.get((src0, "MI-FGSM"))
     if u is not None:
         ch = runner.per_unit[u][0]
@@ -123,6 +128,31 @@ def _figures(results: dict[str, Any], cfg: MomentumConfig, labels: dict[str, str
             figs.append((p, f"The first {k} images and their MI-FGSM versions crafted on "
                             f"{labels[src0]} (white-box predictions)."))
     return figs
+
+
+def _beyond_figure(results: dict[str, Any], cfg: MomentumConfig, labels: dict[str, str],
+                   fig_dir: Path, bar_chart: Any) -> tuple[Path, str]:
+    attacks = beyond_attacks(results)
+    means = {a: beyond_means(results, cfg, a) for a in attacks}
+    series: dict[str, list[float]] = {}
+    intervals: dict[str, list[tuple[float, float] | None]] = {}
+    for g, name in (("normal", "normal models (black-box)"),
+                    ("adversarial", "adv. trained models")):
+        if all(means[a][g] is None for a in attacks):
+            continue
+        series[name] = [means[a][g].value if means[a][g] else float("nan") for a in attacks]
+        intervals[name] = [(means[a][g].lo, means[a][g].hi) if means[a][g] else None
+                           for a in attacks]
+    srcs = cfg.beyond_roles
+    who = labels[srcs[0]] if len(srcs) == 1 else f"{len(srcs)} normal sources"
+    p = bar_chart(attacks, series, fig_dir / "beyond.png",
+                  f"Black-box success of the transfer attacks, from {who}",
+                  "mean success rate", percent=True, value_format=".0f", intervals=intervals,
+                  figsize=(11.0, 4.8))
+    return p, (f"Mean black-box success % of each attack crafted on {who} (eps = "
+               f"{_fmt_eps(cfg.eps)}, T = {cfg.steps}, {cfg.n_beyond} images): on the normal "
+               f"models other than the source, and on the adversarially trained ones; error "
+               f"bars: 95 % paired-bootstrap intervals over the images.")
 
 
 # -- report ------------------------------------------------------------------------------------
@@ -219,6 +249,8 @@ def _write_outputs(runner: _Runner, results: dict[str, Any], out: Path,
         tables["table3_side_by_side"] = _side3(results, cfg)
         tables["table3_differences"] = _differences3(results, cfg)
     tables["paper_table3"] = _paper_table3()
+    if results.get("beyond"):
+        tables["beyond"], tables["beyond_summary"] = _beyond_tables(results, cfg, labels)
     rule_table = _eps_rule_table(results, cfg)
     if rule_table is not None:
         tables["eps_rule"] = rule_table
@@ -272,11 +304,25 @@ def _write_outputs(runner: _Runner, results: dict[str, Any], out: Path,
         rep.add_table(diff)
         rep.add_table(tables[f"table{k}_on_correct"])
 
+    if "beyond" in tables:
+        rep.add_heading("Beyond the paper: the transfer attacks that followed")
+        rep.add_paragraph(
+            "The same budget, sources and targets as Table 1, for the attacks the field "
+            "compares against today (each with its paper's defaults). The summary ranks them "
+            "by mean black-box success with paired intervals; the figure shows the same "
+            "means.")
+        rep.add_table(tables["beyond_summary"])
+        rep.add_table(tables["beyond"])
+        for p, cap in figs:
+            if p.name == "beyond.png":
+                rep.add_figure(p, cap)
+
     rep.add_heading("Figures")
     rep.add_paragraph("\n".join(f"• {c.sentence()}" for c in ours
                                 if c.name in ("decay_peak", "iterations", "cosine")))
     for p, cap in figs:
-        rep.add_figure(p, cap)
+        if p.name != "beyond.png":
+            rep.add_figure(p, cap)
     rep.add_heading("Eps sweep", level=3)
     used = "is" if any(abs(e - cfg.eps) < 1e-9 for e in informative) else "is NOT"
     rep.add_paragraph(

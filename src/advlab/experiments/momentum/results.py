@@ -112,6 +112,10 @@ class _Results:
             k = f"{a}|{e:g}"
             res["eps_sweep"][k] = {r: self.outcome(per_unit[u], r, f"eps_sweep|{k}")["success"]
                                    for r in roles}
+        res["beyond"] = {}
+        for (s, a), u in plan.beyond.items():
+            k = f"{s}|{a}"
+            res["beyond"][k] = {t: self.outcome(per_unit[u], t, f"beyond|{k}") for t in roles}
         src0 = cfg.normal[0].role
         res["cosine_per_image"] = {}
         for a in ("I-FGSM", "MI-FGSM"):

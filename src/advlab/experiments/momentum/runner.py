@@ -296,7 +296,7 @@ class _Runner:
                         _OVERHEAD * len(u.source)
                     tgt_fl = sum(self.members[r].flops + _OVERHEAD for r in self.roles)
                     n = e - s
-                    attack_cost = n * (2 * u.attack.steps * src_fl +
+                    attack_cost = n * (2 * u.attack.passes * src_fl +
                                        (src_fl if cfg.labels == "pred" else 0))
                     eval_cost = n * (tgt_fl + (2 * src_fl if len(u.source) > 1 else 0))
                     if self.cache.path("pred", ch.pred_cfg).is_file():

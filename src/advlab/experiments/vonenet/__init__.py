@@ -12,8 +12,9 @@ NaN gradient entries, unchanged images and pixels, and the same FGSM with finite
 
 Part 2 tests the claims with the checklist of Carlini et al. (2019) / Athalye et al. (2018):
 for each model (and each fine-tuned model), on a fixed subset of the test set, the
-adversarial examples of several attacks -- clipped FGSM with EOT over the noise, PGD with EOT
-and restarts, PGD crafted with the noise fixed, transfer from the plain model, the
+adversarial examples of several attacks -- clipped FGSM with EOT over the noise, APGD-CE and
+APGD-DLR (Croce and Hein, ICML 2020) with EOT and restarts, PGD at the same budget (kept so the
+two can be compared), PGD crafted with the noise fixed, transfer from the plain model, the
 gradient-free Square Attack and random sign noise -- are each evaluated over several noise
 draws. Student-exact models are attacked through their finite-gradient twin (same weights and
 forward values). The per-example worst case over attacks is chosen on selection draws and

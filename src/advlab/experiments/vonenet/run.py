@@ -143,7 +143,7 @@ def run_vonenet(cfg: VoneNetConfig, out_dir: str | Path, *, cache_dir: str | Pat
             sweeps[name] = _sweep(cfg, name, model, ck, ckpts, x_s, y_s, results, tensors)
     fig_sweep = line_plot(list(cfg.sweep), {DISPLAY[n]: v for n, v in sweeps.items()},
                           figs / "eps_sweep.png",
-                          title="Accuracy under PGD (EOT over the noise) vs eps",
+                          title="Accuracy under APGD-CE (EOT over the noise) vs eps",
                           xlabel="eps (Linf)", ylabel="accuracy (%)", percent=True)
 
     # 6. audits of the VOne models

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from advlab._io import Store, jsonable
-from advlab.attacks import FGSM, MIFGSM, PGD
+from advlab.attacks import APGD, APGDDLR, FGSM, MIFGSM, PGD
 from advlab.evaluate import predict
 from advlab.experiments.vonenet.config import VoneNetConfig
 from advlab.models.vone import finite_gradient_twin
@@ -70,6 +70,12 @@ def sound_attacks(cfg: VoneNetConfig, model: nn.Module,
                                            f"restarts, EOT {k}"),
         "PGD-CW": (PGD(eps=eps, steps=cfg.pgd_steps, loss="cw", eot_samples=k, seed=cfg.seed),
                    model, "margin loss, EOT"),
+        "APGD-CE": (APGD(eps=eps, steps=cfg.pgd_steps, restarts=cfg.pgd_restarts,
+                         eot_samples=k, seed=cfg.seed), model,
+                    f"Croce & Hein 2020, PGD's budget: {cfg.pgd_steps} steps x "
+                    f"{cfg.pgd_restarts} restarts, EOT {k}"),
+        "APGD-DLR": (APGDDLR(eps=eps, steps=cfg.pgd_steps, restarts=cfg.pgd_restarts,
+                             eot_samples=k, seed=cfg.seed), model, "DLR loss, EOT"),
         "Square": (SquareAttack(eps=eps, n_queries=cfg.square_queries, seed=cfg.seed), model,
                    f"gradient-free, {cfg.square_queries} queries"),
         "random noise": (RandomSignNoise(eps=eps, seed=cfg.seed), model, "+-eps signs"),
@@ -146,7 +152,7 @@ def sound_evaluation(cfg: VoneNetConfig, model: nn.Module, x: torch.Tensor, y: t
 
 def eps_sweep(cfg: VoneNetConfig, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
               cache: Store, key: dict[str, Any]) -> list[float]:
-    """PGD (EOT for randomised models) accuracy in % at each eps of ``cfg.sweep``."""
+    """APGD-CE (EOT for randomised models) accuracy in % at each eps of ``cfg.sweep``."""
     model = finite_gradient_twin(model)
     k = cfg.eot_samples if _is_random(model) else 1
     out = []
@@ -154,7 +160,7 @@ def eps_sweep(cfg: VoneNetConfig, model: nn.Module, x: torch.Tensor, y: torch.Te
         if eps == 0:
             xa = x
         else:
-            atk = PGD(eps=eps, steps=cfg.sweep_steps, eot_samples=k, seed=cfg.seed)
+            atk = APGD(eps=eps, steps=cfg.sweep_steps, eot_samples=k, seed=cfg.seed)
             _reseed(model, cfg.seed + 11)
             xa = cache.get_or_compute("sweep-adv", {**key, "cfg": jsonable(atk)},
                                       lambda a=atk: {"x_adv": _craft(a, model, x, y)}
