@@ -477,9 +477,12 @@ class Attack:
         v = torch.zeros_like(x) if self.variance_samples else None
         updates: list[torch.Tensor] = []
         loss = None
+        look = (s * self.decay) * alpha if self.nesterov and momentum else None
+        look_buf = torch.empty_like(x) if look is not None else None
         for _ in range(self.steps):
-            x_look = x_adv + (s * self.decay) * alpha * g if self.nesterov and momentum \
-                else x_adv
+            # NI's look-ahead x_t + s mu alpha g_t, written into one buffer (a new tensor per
+            # step costs page faults); the gradient pass only reads it
+            x_look = x_adv if look is None else torch.addcmul(x_adv, look, g, out=look_buf)
             grad, loss = self._gradient(oracle, x_look, labels, generator)
             if v is not None:  # variance tuning: this step uses the last step's variance
                 v_next = self._variance(oracle, x_adv, grad, labels, generator)
