@@ -61,6 +61,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from advlab._check import positive_int
 from advlab.attacks.base import Attack, AttackResult, _Oracle
 from advlab.attacks.losses import Goal
 from advlab.threat import Norm, ThreatModel
@@ -160,8 +161,7 @@ def checkpoints(steps: int) -> list[int]:
         >>> checkpoints(100)
         [22, 41, 57, 70, 80, 87, 93, 99]
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    positive_int("steps", steps)
     interval, shrink, floor = _schedule_params(steps)
     out, w = [], 0
     while w + interval <= steps:
@@ -536,9 +536,7 @@ class APGDT(APGD):
     name: ClassVar[str] = "apgdt"
 
     def __post_init__(self) -> None:
-        n = self.n_target_classes
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n_target_classes must be an integer >= 1, got {n!r}")
+        positive_int("n_target_classes", self.n_target_classes)
         if _resolve_loss(self.loss) is not dlr:
             raise ValueError(f"APGDT follows the targeted DLR loss and scores its points with "
                              f"dlr; loss must stay 'dlr', got {self.loss!r}")

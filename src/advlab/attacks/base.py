@@ -49,6 +49,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from advlab._check import positive_number
 from advlab.attacks.losses import Goal, get_loss
 from advlab.attacks.oracle import (
     _AMP_DTYPES,
@@ -273,10 +274,7 @@ class Attack:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError(f"{name} must be an integer >= 0 (0: off), got {v!r}")
-        if not isinstance(self.variance_beta, (int, float)) \
-                or not math.isfinite(self.variance_beta) or self.variance_beta <= 0:
-            raise ValueError(f"variance_beta must be a finite number > 0, got "
-                             f"{self.variance_beta!r}")
+        positive_number("variance_beta", self.variance_beta)
         di = DiverseInputs(self.diversity_prob, self.resize_rate)
         si = ScaleCopies(self.scale_copies)
         mix = Admix(max(self.admix_copies, 1), self.admix_strength)

@@ -46,6 +46,8 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
+from advlab._check import positive_int, positive_number
+
 __all__ = ["InputTransform", "DiverseInputs", "ScaleCopies", "Admix", "GaussianSmoothing",
            "gaussian_kernel", "apply_input_transforms"]
 
@@ -119,8 +121,7 @@ class ScaleCopies:
     m: int = 5
 
     def __post_init__(self) -> None:
-        if isinstance(self.m, bool) or not isinstance(self.m, int) or self.m < 1:
-            raise ValueError(f"scale_copies must be an integer >= 1, got {self.m!r}")
+        positive_int("scale_copies", self.m)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None) -> list[torch.Tensor]:
         return [x if i == 0 else x / (2.0 ** i) for i in range(self.m)]
@@ -136,8 +137,7 @@ class Admix:
     strength: float = 0.2
 
     def __post_init__(self) -> None:
-        if isinstance(self.copies, bool) or not isinstance(self.copies, int) or self.copies < 1:
-            raise ValueError(f"admix_copies must be an integer >= 1, got {self.copies!r}")
+        positive_int("admix_copies", self.copies)
         if not isinstance(self.strength, (int, float)) or not math.isfinite(self.strength) \
                 or self.strength < 0:
             raise ValueError(f"admix_strength must be a finite number >= 0, got "
@@ -164,10 +164,8 @@ def gaussian_kernel(size: int, nsig: float, dtype: torch.dtype = torch.float32) 
     """The TI kernel ``[size, size]``: the outer product of the standard normal density at
     ``size`` points evenly spaced on ``[-nsig, nsig]``, normalised to sum 1 (computed in
     float64, then cast)."""
-    t = torch.linspace(-nsig, nsig, size, dtype=torch.float64)
-    k1 = torch.exp(-0.5 * t * t) / math.sqrt(2 * math.pi)
-    k2 = torch.outer(k1, k1)
-    return (k2 / k2.sum()).to(dtype)
+    k1 = _gaussian_1d(size, nsig)
+    return torch.outer(k1, k1).to(dtype)
 
 
 @dataclass(frozen=True)
@@ -179,11 +177,8 @@ class GaussianSmoothing:
     nsig: float = 3.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1:
-            raise ValueError(f"kernel_size must be an integer >= 1, got {self.size!r}")
-        if not isinstance(self.nsig, (int, float)) or not math.isfinite(self.nsig) \
-                or self.nsig <= 0:
-            raise ValueError(f"kernel_nsig must be a finite number > 0, got {self.nsig!r}")
+        positive_int("kernel_size", self.size)
+        positive_number("kernel_nsig", self.nsig)
 
     def __call__(self, grad: torch.Tensor) -> torch.Tensor:
         """The 2-D convolution (zero padding, "same" size), computed as ``T_H G T_W^T``

@@ -163,10 +163,14 @@ class _Session:
                    seed=self.seed, nonfinite="warn")
         return self.run(("fgsm", eps), atk)
 
+    def _budget(self, steps: int | None, restarts: int | None) -> tuple[int, int]:
+        """PGD's (and APGD's) steps and restarts: the given ones, else the profile's."""
+        return (self.settings["steps"] if steps is None else steps,
+                self.settings["restarts"] if restarts is None else restarts)
+
     def pgd(self, eps: float, *, steps: int | None = None, restarts: int | None = None,
             loss: str = "ce") -> _Outcome:
-        steps = self.settings["steps"] if steps is None else steps
-        restarts = self.settings["restarts"] if restarts is None else restarts
+        steps, restarts = self._budget(steps, restarts)
         atk = PGD(eps=eps, norm=self.norm, steps=steps, restarts=restarts, loss=loss,
                   eot_samples=self.eot, bounds=self.bounds, seed=self.seed + 1,
                   nonfinite="warn")
@@ -176,8 +180,7 @@ class _Session:
              restarts: int | None = None) -> _Outcome:
         """APGD (Croce and Hein, ICML 2020) with the cross-entropy or the DLR loss, at PGD's
         budget (steps, restarts, EOT)."""
-        steps = self.settings["steps"] if steps is None else steps
-        restarts = self.settings["restarts"] if restarts is None else restarts
+        steps, restarts = self._budget(steps, restarts)
         atk = APGD(eps=eps, norm=self.norm, steps=steps, restarts=restarts, loss=loss,
                    eot_samples=self.eot, bounds=self.bounds, seed=self.seed + 7,
                    nonfinite="warn")
